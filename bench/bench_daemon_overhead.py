@@ -1,0 +1,145 @@
+"""What the daemon costs over calling llama-cpp-python directly.
+
+Side by side in one run, on the same model file and thread count, 128-token
+greedy answers, alternating the two so machine noise hits both alike:
+
+  in-process  llama_cpp.Llama.create_chat_completion(stream=True)
+  daemon      a real `localllm serve` subprocess, streamed over HTTP (SSE)
+
+Reports decode tokens/s and time to first token (median of N) and the ratios
+the foundation issue targets: daemon >= 0.95x tokens/s, <= 10 ms added TTFT.
+
+    python bench/bench_daemon_overhead.py [--runs 7] [--threads 2] [--tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from localllm.config import DEFAULT_MODEL, load_settings
+from localllm.daemon.server import resolve_model_file
+
+PROMPT = "Request {i}. Write a long, detailed story about a robot who learns to paint. Use many sentences."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_in_process(llm, i: int, tokens: int) -> tuple[float, float, int]:
+    started = time.perf_counter()
+    first = last = None
+    count = 0
+    for chunk in llm.create_chat_completion(
+            messages=[{"role": "user", "content": PROMPT.format(i=i)}], max_tokens=tokens,
+            temperature=0, stream=True):
+        if chunk["choices"][0]["delta"].get("content"):
+            last = time.perf_counter()
+            first = first or last
+            count += 1
+    return first - started, last - first, count
+
+
+async def run_daemon(url: str, i: int, tokens: int) -> tuple[float, float, int]:
+    body = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": PROMPT.format(i=i)}],
+            "max_tokens": tokens, "temperature": 0, "stream": True}
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        first = last = None
+        count = 0
+        async with session.post(url + "/v1/chat/completions", json=body) as response:
+            async for raw in response.content:
+                line = raw.strip()
+                if not line.startswith(b"data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    last = time.perf_counter()
+                    first = first or last
+                    count += 1
+    return first - started, last - first, count
+
+
+def wait_healthy(url: str, daemon: subprocess.Popen) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise SystemExit("daemon exited: " + daemon.stderr.read().decode())
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("daemon never became healthy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    args = parser.parse_args()
+
+    from llama_cpp import Llama
+
+    settings = load_settings().settings
+    model_path = resolve_model_file(settings, DEFAULT_MODEL)
+    llm = Llama(model_path=str(model_path), n_ctx=args.n_ctx, n_threads=args.threads,
+                n_threads_batch=args.threads, verbose=False)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as home:
+        models = Path(home) / "data" / "models"
+        models.mkdir(parents=True)
+        os.symlink(model_path, models / model_path.name)
+        env = {**os.environ, "LOCALLLM_HOME": home, "LOCALLLM_SERVER_PORT": str(port),
+               "LOCALLLM_ENGINE_N_THREADS": str(args.threads), "LOCALLLM_ENGINE_N_CTX": str(args.n_ctx)}
+        daemon = subprocess.Popen([sys.executable, "-m", "localllm.cli", "serve"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_healthy(url, daemon)
+            results: dict[str, list[tuple[float, float, int]]] = {"in-process": [], "daemon": []}
+            run_in_process(llm, -1, 8)  # warm both up once
+            asyncio.run(run_daemon(url, -1, 8))
+            for i in range(args.runs):
+                results["in-process"].append(run_in_process(llm, i, args.tokens))
+                results["daemon"].append(asyncio.run(run_daemon(url, i, args.tokens)))
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+
+    summary = {}
+    for name, rows in results.items():
+        ttft = statistics.median(r[0] for r in rows)
+        tps = statistics.median((r[2] - 1) / r[1] for r in rows if r[1] > 0)
+        tokens = statistics.median(r[2] for r in rows)
+        summary[name] = (ttft, tps)
+        print(f"{name:<11} tokens/answer {tokens:5.0f}  decode {tps:7.1f} tok/s  first token {ttft * 1000:7.1f} ms")
+    ratio = summary["daemon"][1] / summary["in-process"][1]
+    added_ms = (summary["daemon"][0] - summary["in-process"][0]) * 1000
+    print(f"daemon / in-process tokens/s: {ratio:.3f}x (target >= 0.95x)")
+    print(f"daemon added time to first token: {added_ms:+.1f} ms (target <= 10 ms)")
+    print(f"model {model_path.name}, threads {args.threads}, {args.runs} runs each, {args.tokens}-token answers")
+
+
+if __name__ == "__main__":
+    main()

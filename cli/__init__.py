@@ -1,0 +1,1 @@
+"""The `localllm` command line: thin commands that parse, call the library, print."""

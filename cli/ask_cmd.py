@@ -1,0 +1,100 @@
+"""`localllm ask "..."`: one question, answer streamed to the terminal.
+
+Uses the running daemon when there is one; otherwise runs the same pipeline
+in this process, so a first-time user gets an answer with no daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+
+from localllm.config import Settings
+from localllm.daemon import openai_responses as shapes
+from localllm.daemon.engine import Finished, TextDelta
+from localllm.daemon.openai_requests import ChatCompletionRequest, parse_request
+from localllm.daemon.pipeline import Pipeline
+from localllm.daemon.server import build_registry
+from localllm.daemon.tokens import resolve_api_token
+
+from .context import load_cli_settings, user_errors
+from .daemon_client import DaemonClient
+
+
+@click.command()
+@click.argument("prompt", nargs=-1)
+@click.option("-m", "--model", help="Model to ask (default: engine.model).")
+@click.option("-s", "--system", help="System prompt.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Longest answer in tokens.")
+@click.option("-t", "--temperature", type=click.FloatRange(0, 2), help="Sampling temperature (0 = greedy).")
+@click.option("--seed", type=int, help="Sampling seed, for repeatable answers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole OpenAI-shaped response as JSON.")
+@click.option("--local", "in_process", is_flag=True, help="Do not use a running daemon; answer in this process.")
+@user_errors
+def ask_command(prompt, model, system, max_tokens, temperature, seed, as_json, in_process) -> None:
+    """Ask the model PROMPT (or read it from stdin when piped) and stream the answer."""
+    text = " ".join(prompt).strip()
+    if not text or text == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError('Give a prompt: localllm ask "your question" (or pipe it on stdin).')
+        text = sys.stdin.read().strip()
+    if not text:
+        raise click.UsageError("The prompt is empty.")
+    settings = load_cli_settings({"engine.model": model}).settings
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    body = {"model": settings.engine.model, "messages": messages}
+    for key, value in (("max_tokens", max_tokens), ("temperature", temperature), ("seed", seed)):
+        if value is not None:
+            body[key] = value
+    asyncio.run(_ask(settings, body, as_json=as_json, in_process=in_process))
+
+
+async def _ask(settings: Settings, body: dict, *, as_json: bool, in_process: bool) -> None:
+    if not in_process:
+        client = DaemonClient(settings, await asyncio.to_thread(resolve_api_token, settings))
+        if await client.health() is not None:
+            if as_json:
+                _print_json(await client.chat(body))
+            else:
+                async for chunk in client.stream_chat(body):
+                    for choice in chunk.get("choices", []):
+                        _write(choice.get("delta", {}).get("content") or "")
+                _write("\n")
+            return
+    await _ask_in_process(settings, body, as_json=as_json)
+
+
+async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> None:
+    request = parse_request(ChatCompletionRequest, body)
+    registry = await asyncio.to_thread(build_registry, settings, [settings.engine.model])
+    registry.start_all()
+    try:
+        await registry.default.wait_ready()
+        gen = await Pipeline(registry).chat(request)
+        parts: list[str] = []
+        finished: Finished | None = None
+        async for event in gen.events:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+                if not as_json:
+                    _write(event.text)
+            else:
+                finished = event
+        if as_json:
+            _print_json(shapes.chat_completion(gen, "".join(parts), finished))
+        else:
+            _write("\n")
+    finally:
+        await registry.stop_all()
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _print_json(payload: dict) -> None:
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False))

@@ -1,0 +1,38 @@
+"""`localllm`: the command group. Each command lives in its own small module."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from localllm import __version__
+
+from .ask_cmd import ask_command
+from .config_cmd import config_group
+from .models_cmd import models_group, pull_command
+from .serve_cmd import serve_command
+from .status_cmd import status_command
+from .token_cmd import token_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="localllm")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Local-first LLM daemon: GGUF models on this machine, OpenAI-compatible API on localhost."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(ask_command, name="ask")
+cli.add_command(serve_command, name="serve")
+cli.add_command(status_command, name="status")
+cli.add_command(models_group, name="models")
+cli.add_command(pull_command, name="pull")
+cli.add_command(config_group, name="config")
+cli.add_command(token_group, name="token")
+
+
+def main() -> None:
+    cli(prog_name="localllm")

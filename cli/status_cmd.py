@@ -1,0 +1,34 @@
+"""`localllm status`: is the daemon up, where, what it serves, how much memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+
+from localllm.daemon.tokens import resolve_api_token
+
+from .context import load_cli_settings, user_errors
+from .daemon_client import DaemonClient
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def status_command(as_json: bool) -> None:
+    """Show whether the daemon is running, its address, models and memory."""
+    settings = load_cli_settings().settings
+    client = DaemonClient(settings, resolve_api_token(settings))
+    health = asyncio.run(client.health(timeout_s=2.0))
+    if as_json:
+        click.echo(json.dumps({"running": health is not None, "address": client.base_url, **(health or {})}, indent=2))
+    elif health is None:
+        click.echo(f"daemon: not running at {client.base_url} (start it with `localllm serve`)")
+    else:
+        click.echo(f"daemon: {health['status']} at {client.base_url} (pid {health.get('pid')}, "
+                   f"up {health.get('uptime_s')} s, memory {health.get('memory_rss_mb')} MB)")
+        for model in health["models"]:
+            click.echo(f"model:  {model['id']}  {model['state']}  busy={model['busy']}  waiting={model['waiting']}")
+    if health is None:
+        raise SystemExit(1)

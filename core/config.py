@@ -1,0 +1,247 @@
+"""One typed configuration: defaults < TOML file < LOCALLLM_* environment < CLI flags.
+
+Every field has a default, a description and a validation. ``load_settings``
+returns the validated settings together with where each value came from, which
+``localllm config show`` prints. Unknown keys and bad values fail loudly, naming
+the key and the source that set it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from . import paths
+from .errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+ENV_PREFIX = "LOCALLLM_"
+
+
+def physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address to bind. Anything but loopback requires api_token.")
+    port: int = Field(8765, ge=1, le=65535, description="TCP port to listen on.")
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token clients must send. Required when host is not loopback. "
+        "Prefer `localllm token set` (OS keyring) over writing it here.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Extra Host header names accepted besides loopback names "
+        "(DNS-rebinding protection).")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser. Empty: CORS off.")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    header_timeout_s: float = Field(10.0, gt=0, le=300, description="Seconds a client has to send request headers.")
+
+
+class EngineSettings(_Section):
+    model: str = Field(DEFAULT_MODEL, min_length=1, description="Model served by default (catalog name or file in the models dir).")
+    n_ctx: int = Field(2048, ge=128, le=1_048_576, description="Context window in tokens.")
+    n_threads: int = Field(0, ge=0, le=512, description="CPU threads for generation; 0 = number of physical cores.")
+    n_gpu_layers: Union[int, Literal["all"]] = Field(
+        0, description="Layers offloaded to the GPU: 0, N or 'all'. Needs a CUDA/Metal build of llama-cpp-python.")
+    n_batch: int = Field(512, ge=1, le=65536, description="Prompt-processing batch size in tokens.")
+    queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting for the engine before 503 queue_full.")
+    default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request does not set one.")
+
+    @field_validator("n_gpu_layers", mode="before")
+    @classmethod
+    def _gpu_layers(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() != "all":
+            try:
+                value = int(value)
+            except ValueError:
+                raise ValueError("must be 0, a positive number of layers, or 'all'") from None
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 0, a positive number of layers, or 'all'")
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads or physical_cores()
+
+    @property
+    def gpu_layers(self) -> int:
+        return -1 if self.n_gpu_layers == "all" else int(self.n_gpu_layers)
+
+
+class ModelOverride(_Section):
+    """Per-model engine settings (``[models."NAME"]``); unset fields use ``[engine]``."""
+
+    n_ctx: int | None = Field(None, ge=128, le=1_048_576, description="Context window for this model.")
+    n_threads: int | None = Field(None, ge=0, le=512, description="CPU threads for this model.")
+    n_gpu_layers: Union[int, Literal["all"], None] = Field(None, description="GPU layers for this model.")
+    n_batch: int | None = Field(None, ge=1, le=65536, description="Batch size for this model.")
+
+
+class Settings(_Section):
+    models_dir: Path | None = Field(None, description="Where GGUF models are kept. Default: <data dir>/models.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    models: dict[str, ModelOverride] = Field(default_factory=dict, description="Per-model engine overrides.")
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or paths.default_models_dir()).expanduser()
+
+    def engine_for(self, model: str) -> EngineSettings:
+        override = self.models.get(model)
+        if override is None:
+            return self.engine
+        changes = {k: v for k, v in override.model_dump().items() if v is not None}
+        return EngineSettings.model_validate({**self.engine.model_dump(), **changes, "model": model})
+
+
+@dataclass
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> "default" | "file ..." | "env ..." | "flag ..."
+    config_path: Path | None = None
+
+
+def _leaf_fields() -> dict[str, type]:
+    """Dotted key -> annotation for every scalar setting that env vars may set."""
+    leaves: dict[str, type] = {}
+    for name, info in Settings.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub, sub_info in annotation.model_fields.items():
+                leaves[f"{name}.{sub}"] = sub_info.annotation
+        elif name != "models":
+            leaves[name] = annotation
+    return leaves
+
+
+def env_name(dotted: str) -> str:
+    return ENV_PREFIX + dotted.replace(".", "_").upper()
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return True
+    return any(get_origin(arg) is list for arg in get_args(annotation))
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted != "models":
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}. Fix or remove it.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.") from None
+
+
+def load_settings(flags: dict[str, Any] | None = None, *, config_path: Path | None = None,
+                  environ: dict[str, str] | None = None) -> LoadedSettings:
+    """Build the effective settings. ``flags`` maps dotted keys to CLI values (None = not given)."""
+    environ = os.environ if environ is None else environ
+    path = config_path or paths.config_file()
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    if path.exists():
+        raw = _read_toml(path)
+        for dotted in _flatten(raw):
+            sources[dotted] = f"file {path}"
+
+    leaves = _leaf_fields()
+    for dotted, annotation in leaves.items():
+        name = env_name(dotted)
+        if name in environ:
+            value: Any = environ[name]
+            if _is_list(annotation):
+                value = [item.strip() for item in value.split(",") if item.strip()]
+            _set(raw, dotted, value)
+            sources[dotted] = f"env {name}"
+
+    for dotted, value in (flags or {}).items():
+        if value is None:
+            continue
+        if dotted not in leaves:
+            raise ConfigError(f"Unknown setting {dotted!r}.")
+        _set(raw, dotted, value)
+        sources[dotted] = f"flag --{dotted.split('.')[-1].replace('_', '-')}"
+
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation(exc, sources, path)) from None
+
+    for dotted in leaves:
+        sources.setdefault(dotted, "default")
+    return LoadedSettings(settings=settings, sources=sources, config_path=path if path.exists() else None)
+
+
+def _describe_validation(exc: ValidationError, sources: dict[str, str], path: Path) -> str:
+    problems = []
+    for error in exc.errors():
+        dotted = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        # pydantic appends the union branch name (e.g. "int") to the location.
+        while dotted and dotted not in sources and "." in dotted:
+            dotted = dotted.rsplit(".", 1)[0]
+        source = sources.get(dotted, f"file {path}")
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown setting {dotted!r} ({source})")
+        else:
+            problems.append(f"{dotted}: {error['msg']} ({source})")
+    unique = list(dict.fromkeys(problems))
+    return "Invalid configuration: " + "; ".join(unique) + "."
+
+
+def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str, str]]:
+    """(key, value, source, description) for every setting; secrets are masked."""
+    rows = []
+    settings = loaded.settings
+    for dotted in _leaf_fields():
+        section, _, name = dotted.partition(".")
+        holder = getattr(settings, section) if name else settings
+        field_name = name or section
+        value = getattr(holder, field_name)
+        info = type(holder).model_fields[field_name]
+        if isinstance(value, SecretStr):
+            shown = "(set, hidden)"
+        elif value is None:
+            shown = "(unset)"
+        else:
+            shown = str(value)
+        if dotted == "models_dir":
+            shown = f"{settings.resolved_models_dir}" + (" (default)" if value is None else "")
+        rows.append((dotted, shown, loaded.sources.get(dotted, "default"), info.description or ""))
+    for model, override in settings.models.items():
+        for name, value in override.model_dump().items():
+            if value is not None:
+                rows.append((f'models."{model}".{name}', str(value), loaded.sources.get("models", "file"), ""))
+    return rows

@@ -1,0 +1,139 @@
+"""OpenAI-compatible endpoints: chat completions, completions, models, health."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import psutil
+
+from aiohttp import web
+
+from localllm.errors import InvalidRequest, LocalLLMError, PayloadTooLarge
+
+from . import openai_responses as shapes
+from .app_keys import PIPELINE, REGISTRY, STARTED_AT
+from .engine import Finished, TextDelta
+from .openai_requests import ChatCompletionRequest, CompletionRequest, parse_request
+from .pipeline import Generation
+from .sse import ClientGone, SSEWriter
+
+log = logging.getLogger(__name__)
+
+ROUTE_HEADER = "X-LocalLLM-Route"
+
+
+async def read_json(request: web.Request) -> object:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"The request body is larger than the {request.app._client_max_size} bytes allowed; "
+            "send less, or raise server.max_body_bytes.") from None
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = parse_request(ChatCompletionRequest, await read_json(request))
+    gen = await request.app[PIPELINE].chat(body)
+    if body.stream:
+        return await _stream(request, gen, chat=True, include_usage=body.include_usage)
+    text, finished = await _collect(gen)
+    return _json(shapes.chat_completion(gen, text, finished), gen)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = parse_request(CompletionRequest, await read_json(request))
+    gen = await request.app[PIPELINE].complete(body)
+    if body.stream:
+        return await _stream(request, gen, chat=False, include_usage=body.include_usage)
+    text, finished = await _collect(gen)
+    return _json(shapes.text_completion(gen, text, finished), gen)
+
+
+async def _collect(gen: Generation) -> tuple[str, Finished]:
+    parts: list[str] = []
+    finished = None
+    async for event in gen.events:
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        else:
+            finished = event
+    return "".join(parts), finished
+
+
+def _json(payload: dict, gen: Generation) -> web.Response:
+    return web.json_response(payload, headers={ROUTE_HEADER: gen.route})
+
+
+async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_usage: bool) -> web.StreamResponse:
+    events = gen.events.__aiter__()
+    # Wait for the first event before sending headers, so a full queue or an
+    # engine error still becomes a proper HTTP status instead of a broken stream.
+    first = await anext(events, None)
+    writer = SSEWriter(request, headers={ROUTE_HEADER: gen.route})
+    await writer.open()
+    try:
+        if chat:
+            await writer.send(shapes.chat_chunk(gen, {"role": "assistant", "content": ""}, with_usage=include_usage))
+        event = first
+        while event is not None:
+            if isinstance(event, TextDelta):
+                chunk = (shapes.chat_chunk(gen, {"content": event.text}, with_usage=include_usage) if chat
+                         else shapes.completion_chunk(gen, event.text))
+                await writer.send(chunk)
+            else:
+                if chat:
+                    await writer.send(shapes.chat_chunk(gen, {}, event.finish_reason, with_usage=include_usage))
+                    if include_usage:
+                        await writer.send(shapes.chat_usage_chunk(gen, event))
+                else:
+                    await writer.send(shapes.completion_chunk(gen, "", event.finish_reason))
+                    if include_usage:
+                        await writer.send(shapes.completion_usage_chunk(gen, event))
+            event = await anext(events, None)
+        await writer.done()
+    except ClientGone:
+        log.debug("client disconnected mid-stream; generation cancelled")
+    except LocalLLMError as exc:
+        # Headers are gone already: report in-band, as OpenAI does, then end the stream.
+        log.warning("stream failed after it started: %s", exc.__class__.__name__)
+        try:
+            await writer.send(exc.to_openai())
+            await writer.done()
+        except ClientGone:
+            pass
+    finally:
+        await events.aclose()  # stops generation if the client went away mid-stream
+    return writer.response
+
+
+async def list_models(request: web.Request) -> web.Response:
+    started = int(request.app[STARTED_AT])
+    data = [{"id": s.model_name, "object": "model", "created": started, "owned_by": "localllm"}
+            for s in request.app[REGISTRY].all()]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def health(request: web.Request) -> web.Response:
+    schedulers = request.app[REGISTRY].all()
+    models = [{"id": s.model_name, "state": s.state, "busy": s.busy, "waiting": s.waiting} for s in schedulers]
+    ready = bool(schedulers) and all(s.state == "ready" for s in schedulers)
+    status = "ok" if ready else ("loading" if any(s.state == "loading" for s in schedulers) else "error")
+    process = psutil.Process()
+    payload = {"status": status, "models": models, "uptime_s": round(time.time() - request.app[STARTED_AT], 1),
+               "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1)}
+    return web.json_response(payload, status=200 if ready else 503)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/health", health)

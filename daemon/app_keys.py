@@ -1,0 +1,15 @@
+"""Typed keys for the objects the aiohttp application shares with its handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from localllm.config import Settings
+
+from .model_registry import ModelRegistry
+from .pipeline import Pipeline
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", ModelRegistry)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+STARTED_AT = web.AppKey("started_at", float)

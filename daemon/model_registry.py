@@ -1,0 +1,59 @@
+"""The models this process serves, each behind its own scheduler, found by name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from localllm.config import Settings
+from localllm.errors import ModelNotFound
+
+from .engine import LlamaEngine
+from .scheduler import SerialScheduler
+
+log = logging.getLogger(__name__)
+
+
+class ModelRegistry:
+    def __init__(self) -> None:
+        self._schedulers: dict[str, SerialScheduler] = {}
+        self._aliases: dict[str, str] = {}
+
+    def add(self, name: str, path: Path, scheduler: SerialScheduler) -> None:
+        self._schedulers[name] = scheduler
+        for alias in (name, path.name, path.stem):
+            self._aliases.setdefault(alias.lower(), name)
+
+    def get(self, requested: str) -> SerialScheduler:
+        name = self._aliases.get(requested.strip().lower())
+        if name is None:
+            served = ", ".join(sorted(self._schedulers)) or "none"
+            raise ModelNotFound(
+                f"The model '{requested}' is not served here (serving: {served}). "
+                "Pick one from GET /v1/models, or start the daemon with --model NAME.", param="model")
+        return self._schedulers[name]
+
+    @property
+    def default(self) -> SerialScheduler:
+        return next(iter(self._schedulers.values()))
+
+    def all(self) -> list[SerialScheduler]:
+        return list(self._schedulers.values())
+
+    def start_all(self) -> None:
+        for scheduler in self._schedulers.values():
+            scheduler.start()
+
+    async def stop_all(self) -> None:
+        for scheduler in self._schedulers.values():
+            await scheduler.stop()
+
+
+def registry_for(settings: Settings, model_names: list[str], model_paths: list[Path]) -> ModelRegistry:
+    """One serial scheduler per model, each with that model's engine settings."""
+    registry = ModelRegistry()
+    for name, path in zip(model_names, model_paths):
+        engine_settings = settings.engine_for(name)
+        engine = LlamaEngine(name, path, engine_settings)
+        registry.add(name, path, SerialScheduler(engine, engine_settings.queue_size))
+    return registry

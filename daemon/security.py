@@ -1,0 +1,84 @@
+"""The door: Host-header check (DNS rebinding), bearer-token auth, CORS.
+
+Loopback binds accept only loopback Host names unless more are allowed in the
+config: a web page on evil.example that rebinds its name to 127.0.0.1 must not
+reach the API (Ollama's CVE-2024-28224). Any other bind requires a token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from aiohttp import web
+
+from localllm.errors import AuthenticationFailed, ForbiddenHost
+
+LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip().lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def host_header_name(value: str | None) -> str:
+    """The host part of a Host header ('' when missing or malformed)."""
+    if not value:
+        return ""
+    value = value.strip()
+    if value.startswith("["):  # [::1]:8765
+        end = value.find("]")
+        return value[1:end] if end > 0 else ""
+    if value.count(":") > 1:  # a bare IPv6 address is not a valid Host header
+        return ""
+    return value.split(":", 1)[0]
+
+
+class HostCheck:
+    def __init__(self, bind_host: str, allowed_hosts: list[str]):
+        self.enforce = is_loopback_host(bind_host)
+        self.allowed = {name.strip().lower() for name in allowed_hosts if name.strip()}
+
+    def check(self, request: web.Request) -> None:
+        if not self.enforce and not self.allowed:
+            return
+        name = host_header_name(request.headers.get("Host")).lower()
+        if name and (name in self.allowed or (self.enforce and is_loopback_host(name))):
+            return
+        raise ForbiddenHost(
+            "This Host header is not allowed. Call the daemon as localhost or 127.0.0.1, "
+            "or add the name to server.allowed_hosts.")
+
+
+class TokenCheck:
+    def __init__(self, token: str | None):
+        self.token = token.encode() if token else None
+
+    def check(self, request: web.Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self.token):
+            raise AuthenticationFailed(
+                "Missing or wrong API token: send `Authorization: Bearer <token>` "
+                "(the daemon's server.api_token or the one set with `localllm token set`).")
+
+
+def cors_headers(request: web.Request, origins: list[str]) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if not origin or not origins or (origin not in origins and "*" not in origins):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type, X-LocalLLM-Namespace",
+        "Access-Control-Expose-Headers": "X-LocalLLM-Route",
+        "Vary": "Origin",
+    }

@@ -1,0 +1,63 @@
+"""The daemon's own API token: from the config, or from the OS keyring.
+
+This is the token clients present to localllm, not a cloud provider key.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from localllm.config import Settings
+from localllm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+KEYRING_SERVICE = "localllm"
+KEYRING_ENTRY = "api-token"
+
+
+def _keyring():
+    import keyring
+    import keyring.errors
+
+    return keyring, keyring.errors
+
+
+def token_from_keyring() -> str | None:
+    keyring, errors = _keyring()
+    try:
+        return keyring.get_password(KEYRING_SERVICE, KEYRING_ENTRY)
+    except errors.KeyringError as exc:  # headless boxes often have no keyring service
+        log.debug("no keyring available for the API token: %s", exc.__class__.__name__)
+        return None
+
+
+def resolve_api_token(settings: Settings) -> str | None:
+    if settings.server.api_token is not None:
+        return settings.server.api_token.get_secret_value() or None
+    return token_from_keyring()
+
+
+def store_token_in_keyring(token: str | None = None) -> str:
+    """Save ``token`` (or a fresh random one) in the OS keyring and return it."""
+    keyring, errors = _keyring()
+    token = token or secrets.token_urlsafe(32)
+    try:
+        keyring.set_password(KEYRING_SERVICE, KEYRING_ENTRY, token)
+    except errors.KeyringError as exc:
+        raise ConfigError(
+            f"No usable OS keyring here ({exc.__class__.__name__}). On a headless box set the token with the "
+            "LOCALLLM_SERVER_API_TOKEN environment variable (e.g. in the service unit's EnvironmentFile) instead.") from None
+    return token
+
+
+def remove_token_from_keyring() -> bool:
+    keyring, errors = _keyring()
+    try:
+        keyring.delete_password(KEYRING_SERVICE, KEYRING_ENTRY)
+        return True
+    except errors.PasswordDeleteError:
+        return False
+    except errors.KeyringError as exc:
+        raise ConfigError(f"No usable OS keyring here ({exc.__class__.__name__}).") from None

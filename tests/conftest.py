@@ -1,0 +1,84 @@
+"""Shared fixtures. Every test runs with LOCALLLM_HOME in a fresh temporary
+directory, so nothing touches the user's real config, data or models. The real
+default model is fetched once into a cache that survives between runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_CACHE = Path(os.environ.get("LOCALLLM_TEST_MODEL_CACHE", REPO_ROOT / ".cache" / "test-models"))
+
+
+@pytest.fixture(autouse=True)
+def localllm_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOCALLLM_HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith("LOCALLLM_") and name not in ("LOCALLLM_HOME", "LOCALLLM_TEST_MODEL_CACHE"):
+            monkeypatch.delenv(name)
+    return home
+
+
+@pytest.fixture(scope="session")
+def default_model_file() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF, pulled once and kept in MODEL_CACHE."""
+    from localllm.config import DEFAULT_MODEL
+    from localllm.daemon.puller import pull
+
+    return pull(DEFAULT_MODEL, MODEL_CACHE).path
+
+
+@pytest.fixture
+def models_dir(localllm_home, default_model_file) -> Path:
+    """The test home's models dir, holding the default model (hard-linked, no copy)."""
+    target = localllm_home / "data" / "models"
+    target.mkdir(parents=True, exist_ok=True)
+    destination = target / default_model_file.name
+    try:
+        os.link(default_model_file, destination)
+    except OSError:
+        shutil.copy2(default_model_file, destination)
+    return target
+
+
+TEST_N_CTX = 1024
+
+
+def make_settings(**server):
+    """Settings for tests: the test home's defaults, small context, 2 threads."""
+    from localllm.config import Settings
+
+    return Settings.model_validate({"engine": {"n_ctx": TEST_N_CTX, "n_threads": 2}, "server": server})
+
+
+@pytest.fixture(scope="session")
+def shared_registry(default_model_file):
+    """One loaded default model shared by the API tests (loading per test wastes time)."""
+    import asyncio
+
+    from localllm.config import DEFAULT_MODEL
+    from localllm.daemon.model_registry import registry_for
+
+    registry = registry_for(make_settings(), [DEFAULT_MODEL], [default_model_file])
+    registry.start_all()
+    asyncio.run(registry.default.wait_ready())
+    yield registry
+    asyncio.run(registry.stop_all())
+
+
+@pytest.fixture
+def make_client(aiohttp_client, shared_registry):
+    """Start the real daemon app on 127.0.0.1 (ephemeral port) and return an aiohttp client for it."""
+    from localllm.daemon.app import create_app
+
+    async def start(settings=None, *, api_token=None, registry=None):
+        app = create_app(settings or make_settings(), registry or shared_registry, api_token=api_token,
+                         manage_models=False)
+        return await aiohttp_client(app)
+
+    return start

@@ -1,0 +1,98 @@
+"""The daemon as started for real: `serve()` in-process and `localllm serve` as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from localllm.config import DEFAULT_MODEL, Settings
+from localllm.daemon.server import serve
+from localllm.errors import ConfigError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def settings_on(port: int, **server) -> Settings:
+    return Settings.model_validate({"engine": {"n_ctx": 1024, "n_threads": 2},
+                                    "server": {"port": port, **server}})
+
+
+async def test_refuses_to_listen_beyond_loopback_without_token():
+    with pytest.raises(ConfigError, match="without an API token"):
+        await serve(settings_on(free_port(), host="0.0.0.0"), [DEFAULT_MODEL])
+
+
+async def test_slow_headers_are_cut_off(models_dir):
+    port = free_port()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(settings_on(port, header_timeout_s=1.0), [DEFAULT_MODEL], ready=ready, stop=stop))
+    await asyncio.wait_for(ready.wait(), 60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")  # never finishes the head
+    await writer.drain()
+    started = time.monotonic()
+    data = await asyncio.wait_for(reader.read(), 10)  # returns when the server closes
+    assert data == b""
+    assert time.monotonic() - started < 5
+    writer.close()
+    stop.set()
+    await task
+
+
+def _get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_real_serve_subprocess_answers_ask_and_status_then_stops(models_dir, localllm_home):
+    port = free_port()
+    env = {**os.environ, "LOCALLLM_HOME": str(localllm_home), "LOCALLLM_SERVER_PORT": str(port),
+           "LOCALLLM_ENGINE_N_CTX": "1024", "LOCALLLM_ENGINE_N_THREADS": "2"}
+    cli = [sys.executable, "-m", "localllm.cli"]
+    daemon = subprocess.Popen(cli + ["serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert daemon.poll() is None, daemon.stderr.read().decode()
+            try:
+                status, body = _get_json(f"http://127.0.0.1:{port}/health")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "daemon never became healthy"
+            time.sleep(0.2)
+        assert body["models"][0]["id"] == DEFAULT_MODEL
+
+        ask = subprocess.run(cli + ["ask", "--json", "-t", "0", "--max-tokens", "4", "Say hi"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert ask.returncode == 0, ask.stderr
+        answer = json.loads(ask.stdout)
+        assert answer["usage"]["completion_tokens"] == 4
+        assert answer["id"].startswith("chatcmpl-")
+
+        status = subprocess.run(cli + ["status"], env=env, capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert f"127.0.0.1:{port}" in status.stdout and DEFAULT_MODEL in status.stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
