@@ -24,8 +24,9 @@ def show(as_json: bool) -> None:
     loaded = load_cli_settings()
     rows = describe_settings(loaded)
     if as_json:
-        click.echo(json.dumps([{"key": k, "value": v, "source": s, "env": env_name(k) if "." in k or k == "models_dir" else None}
-                               for k, v, s, _ in rows], indent=2))
+        listing = [{"key": k, "value": v, "source": s, "env": None if k.startswith("models.") else env_name(k)}
+                   for k, v, s, _ in rows]
+        click.echo(json.dumps(listing, indent=2))
         return
     click.echo(f"# config file: {paths.config_file()}" + ("" if loaded.config_path else " (not present)"))
     width = max(len(k) for k, *_ in rows)

@@ -12,7 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -49,10 +49,11 @@ class ServerSettings(_Section):
 
 
 class EngineSettings(_Section):
-    model: str = Field(DEFAULT_MODEL, min_length=1, description="Model served by default (catalog name or file in the models dir).")
+    model: str = Field(DEFAULT_MODEL, min_length=1,
+                       description="Model served by default (catalog name or file in the models dir).")
     n_ctx: int = Field(2048, ge=128, le=1_048_576, description="Context window in tokens.")
     n_threads: int = Field(0, ge=0, le=512, description="CPU threads for generation; 0 = number of physical cores.")
-    n_gpu_layers: Union[int, Literal["all"]] = Field(
+    n_gpu_layers: int | Literal["all"] = Field(
         0, description="Layers offloaded to the GPU: 0, N or 'all'. Needs a CUDA/Metal build of llama-cpp-python.")
     n_batch: int = Field(512, ge=1, le=65536, description="Prompt-processing batch size in tokens.")
     queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting for the engine before 503 queue_full.")
@@ -84,7 +85,7 @@ class ModelOverride(_Section):
 
     n_ctx: int | None = Field(None, ge=128, le=1_048_576, description="Context window for this model.")
     n_threads: int | None = Field(None, ge=0, le=512, description="CPU threads for this model.")
-    n_gpu_layers: Union[int, Literal["all"], None] = Field(None, description="GPU layers for this model.")
+    n_gpu_layers: int | Literal["all"] | None = Field(None, description="GPU layers for this model.")
     n_batch: int | None = Field(None, ge=1, le=65536, description="Batch size for this model.")
 
 
@@ -109,7 +110,8 @@ class Settings(_Section):
 @dataclass
 class LoadedSettings:
     settings: Settings
-    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> "default" | "file ..." | "env ..." | "flag ..."
+    # dotted key -> "default" | "file PATH" | "env NAME" | "flag --NAME"
+    sources: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
 
 

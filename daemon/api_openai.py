@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import aclosing
 
 import psutil
-
 from aiohttp import web
 
 from localllm.errors import InvalidRequest, LocalLLMError, PayloadTooLarge
@@ -60,11 +60,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def _collect(gen: Generation) -> tuple[str, Finished]:
     parts: list[str] = []
     finished = None
-    async for event in gen.events:
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        else:
-            finished = event
+    # aclosing: if the client goes away (handler cancelled), the job is cancelled now, not at GC.
+    async with aclosing(gen.events) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            else:
+                finished = event
     return "".join(parts), finished
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from localllm.config import EngineSettings
 from localllm.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable

@@ -52,7 +52,7 @@ class ModelRegistry:
 def registry_for(settings: Settings, model_names: list[str], model_paths: list[Path]) -> ModelRegistry:
     """One serial scheduler per model, each with that model's engine settings."""
     registry = ModelRegistry()
-    for name, path in zip(model_names, model_paths):
+    for name, path in zip(model_names, model_paths, strict=True):
         engine_settings = settings.engine_for(name)
         engine = LlamaEngine(name, path, engine_settings)
         registry.add(name, path, SerialScheduler(engine, engine_settings.queue_size))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from .engine import Finished, GenerationJob, TextDelta
 from .model_registry import ModelRegistry

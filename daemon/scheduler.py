@@ -13,7 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from localllm.errors import LocalLLMError, ModelLoading, QueueFull, ServiceUnavailable
 

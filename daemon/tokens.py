@@ -48,7 +48,8 @@ def store_token_in_keyring(token: str | None = None) -> str:
     except errors.KeyringError as exc:
         raise ConfigError(
             f"No usable OS keyring here ({exc.__class__.__name__}). On a headless box set the token with the "
-            "LOCALLLM_SERVER_API_TOKEN environment variable (e.g. in the service unit's EnvironmentFile) instead.") from None
+            "LOCALLLM_SERVER_API_TOKEN environment variable (e.g. in the service unit's EnvironmentFile) "
+            "instead.") from None
     return token
 
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from localllm.config import DEFAULT_MODEL
+from localllm.daemon.engine import ModelLoadError
 from localllm.daemon.model_registry import registry_for
 
 from ..conftest import make_settings
@@ -110,7 +111,7 @@ async def test_model_that_fails_to_load_gives_503(make_client, tmp_path):
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     registry = registry_for(make_settings(), ["broken"], [broken])
     registry.start_all()
-    with pytest.raises(Exception):
+    with pytest.raises(ModelLoadError, match="Could not load model 'broken'"):
         await registry.default.wait_ready()
     client = await make_client(registry=registry)
     health = await client.get("/health")
