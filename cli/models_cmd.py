@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -42,7 +43,7 @@ class _PullProgress:
 
     def __init__(self, label: str):
         self.label = label
-        self.interactive = click.get_text_stream("stderr").isatty()
+        self.interactive = sys.stderr.isatty()
         self.started = time.monotonic()
         self.drawn = False
         self.last_step = -1

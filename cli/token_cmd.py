@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from localllm.daemon.tokens import remove_token_from_keyring, store_token_in_keyring
@@ -22,8 +24,10 @@ def set_token(generate: bool) -> None:
     if generate:
         click.echo(store_token_in_keyring())
         return
-    stdin = click.get_text_stream("stdin")
-    value = stdin.readline().strip() if not stdin.isatty() else click.prompt("API token", hide_input=True).strip()
+    if sys.stdin.isatty():
+        value = click.prompt("API token", hide_input=True).strip()
+    else:
+        value = sys.stdin.readline().strip()
     if not value:
         raise click.ClickException("Empty token; nothing stored.")
     store_token_in_keyring(value)

@@ -93,6 +93,14 @@ class ChecksumMismatch(ModelPullError):
     pass
 
 
+class InvalidGGUF(LocalLLMError):
+    error_type = "invalid_model_file"
+
+    def __init__(self, message: str, *, reason: str):
+        super().__init__(message, code="invalid_gguf")
+        self.reason = reason  # the problem alone, for callers that word their own message
+
+
 class DaemonUnreachable(LocalLLMError):
     status = 503
     error_type = "connection_error"

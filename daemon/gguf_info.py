@@ -21,7 +21,7 @@ from typing import Any
 
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType
 
-from localllm.errors import LocalLLMError
+from localllm.errors import InvalidGGUF
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,6 @@ _SCALAR_FORMATS = {
     GGUFValueType.UINT32: "I", GGUFValueType.INT32: "i", GGUFValueType.FLOAT32: "f", GGUFValueType.BOOL: "?",
     GGUFValueType.UINT64: "Q", GGUFValueType.INT64: "q", GGUFValueType.FLOAT64: "d",
 }
-
-
-class InvalidGGUF(LocalLLMError):
-    error_type = "invalid_model_file"
-
-    def __init__(self, message: str, *, reason: str):
-        super().__init__(message, code="invalid_gguf")
-        self.reason = reason  # the problem alone, for callers that word their own message
 
 
 @dataclass(frozen=True)
@@ -254,7 +246,3 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         tensor_count=len(tensors),
     )
 
-
-def has_gguf_magic(head: bytes) -> bool:
-    """Whether the first bytes of a file are the GGUF magic (for checks before a whole file is there)."""
-    return head[:4] == GGUF_MAGIC

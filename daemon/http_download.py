@@ -16,9 +16,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -30,7 +31,7 @@ from .gguf_info import GGUF_MAGIC
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, "int | None"], None]
+ProgressCallback = Callable[[int, int | None], None]  # (bytes done, total bytes if known)
 
 CHUNK_BYTES = 1 << 20
 ATTEMPTS = 4  # per pull; every retry resumes where the previous attempt stopped
@@ -87,7 +88,8 @@ class _PartialFile:
             self.restart()
 
     def head(self) -> bytes:
-        return os.pread(self.handle.fileno(), len(GGUF_MAGIC), 0)
+        self.handle.seek(0)  # append() seeks back to the end itself
+        return self.handle.read(len(GGUF_MAGIC))
 
     def restart(self) -> None:
         self.handle.seek(0)
@@ -131,7 +133,8 @@ def _lock_or_fail(handle: BinaryIO, path: Path) -> None:
 
 
 async def _download(url: str, partial: _PartialFile, progress: ProgressCallback | None) -> Downloaded:
-    async with aiohttp.ClientSession(timeout=TIMEOUT, headers={"User-Agent": USER_AGENT}) as session:
+    # trust_env: honour HTTPS_PROXY/NO_PROXY like pip and curl do, for networks that need a proxy.
+    async with aiohttp.ClientSession(timeout=TIMEOUT, headers={"User-Agent": USER_AGENT}, trust_env=True) as session:
         for attempt in range(1, ATTEMPTS + 1):
             if attempt > 2:  # the first retry is immediate; back off only if drops repeat
                 await asyncio.sleep(min(2 ** (attempt - 3), 8))
@@ -166,16 +169,21 @@ async def _attempt(session: aiohttp.ClientSession, url: str, partial: _PartialFi
                 if progress is not None and now - last_report >= 0.1:
                     last_report = now
                     progress(partial.size, total)
+    except aiohttp.ClientSSLError as exc:
+        raise ModelPullError(
+            f"The secure connection to {urlsplit(url).hostname} failed ({exc}). Check the system's CA "
+            "certificates, or download the file another way and pull it from disk.") from None
     except aiohttp.ClientConnectorError as exc:
-        raise ModelPullError(f"Cannot reach {urlsplit(url).hostname}: {exc.os_error.strerror or exc}. "
-                             f"{OFFLINE_HINT}") from None
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
-            asyncio.TimeoutError) as exc:
+        reason = getattr(exc.os_error, "strerror", None) or str(exc)
+        raise ModelPullError(f"Cannot reach {urlsplit(url).hostname}: {reason}. {OFFLINE_HINT}") from None
+    except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
         raise _Interrupted(str(exc) or type(exc).__name__) from None
     except aiohttp.InvalidURL:
         raise ModelPullError(f"{display_url(url)} is not a valid URL.") from None
     except aiohttp.TooManyRedirects:
         raise ModelPullError(f"{display_url(url)} redirects in a loop; check the URL.") from None
+    except aiohttp.ClientError as exc:
+        raise ModelPullError(f"Downloading {display_url(url)} failed: {exc}.") from None
     if total is not None and partial.size != total:
         raise _Interrupted(f"the connection closed after {partial.size} of {total} bytes")
     if progress is not None:

