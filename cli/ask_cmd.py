@@ -18,6 +18,7 @@ from localllm.daemon.engine import Finished, TextDelta
 from localllm.daemon.openai_requests import ChatCompletionRequest, parse_request
 from localllm.daemon.pipeline import Pipeline
 from localllm.daemon.server import build_registry
+from localllm.daemon.services import open_services
 from localllm.daemon.tokens import resolve_api_token
 
 from .context import load_cli_settings, user_errors
@@ -71,9 +72,13 @@ async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> N
     request = parse_request(ChatCompletionRequest, body)
     registry = await asyncio.to_thread(build_registry, settings, [settings.engine.model])
     registry.start_all()
+    # One question: loading the embedder would cost more than the cache could save,
+    # so the in-process path logs the request but does not consult the cache.
+    services = await open_services(settings, with_cache=False)
     try:
         await registry.default.wait_ready()
-        gen = await Pipeline(registry).chat(request)
+        pipeline = Pipeline(registry, request_log=services.request_log, cache_settings=settings.cache)
+        gen = await pipeline.chat(request)
         parts: list[str] = []
         finished: Finished | None = None
         async for event in gen.events:
@@ -89,6 +94,7 @@ async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> N
             _write("\n")
     finally:
         await registry.stop_all()
+        await services.close()
 
 
 def _write(text: str) -> None:

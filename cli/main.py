@@ -9,7 +9,9 @@ import click
 from localllm import __version__
 
 from .ask_cmd import ask_command
+from .cache_cmd import cache_group
 from .config_cmd import config_group
+from .logs_cmd import logs_command
 from .models_cmd import models_group, pull_command
 from .serve_cmd import serve_command
 from .status_cmd import status_command
@@ -32,6 +34,8 @@ cli.add_command(models_group, name="models")
 cli.add_command(pull_command, name="pull")
 cli.add_command(config_group, name="config")
 cli.add_command(token_group, name="token")
+cli.add_command(logs_command, name="logs")
+cli.add_command(cache_group, name="cache")
 
 
 def main() -> None:

@@ -80,6 +80,21 @@ class EngineSettings(_Section):
         return -1 if self.n_gpu_layers == "all" else int(self.n_gpu_layers)
 
 
+class StoreSettings(_Section):
+    log_prompts: bool = Field(False, description="Keep prompt and answer text in the request log (off: only a hash).")
+
+
+class CacheSettings(_Section):
+    enabled: bool = Field(True, description="Answer repeated and paraphrased questions from the semantic cache.")
+    embedder: Literal["auto", "sentence-transformers", "onnx"] = Field(
+        "auto", description="Embedding backend: sentence-transformers (PyTorch), onnx (no PyTorch), "
+        "auto = sentence-transformers when installed, else onnx.")
+    ttl_s: float = Field(7 * 24 * 3600, gt=0, description="Seconds a cached answer stays valid.")
+    max_entries: int = Field(100_000, ge=1, description="Entries kept; the least recently used go first.")
+    allow_nondeterministic: bool = Field(
+        False, description="Also cache answers sampled with temperature > 0 and no seed.")
+
+
 class ModelOverride(_Section):
     """Per-model engine settings (``[models."NAME"]``); unset fields use ``[engine]``."""
 
@@ -93,6 +108,8 @@ class Settings(_Section):
     models_dir: Path | None = Field(None, description="Where GGUF models are kept. Default: <data dir>/models.")
     server: ServerSettings = Field(default_factory=ServerSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     models: dict[str, ModelOverride] = Field(default_factory=dict, description="Per-model engine overrides.")
 
     @property

@@ -13,15 +13,18 @@ from aiohttp import web
 from localllm.errors import InvalidRequest, LocalLLMError, PayloadTooLarge
 
 from . import openai_responses as shapes
-from .app_keys import PIPELINE, REGISTRY, STARTED_AT
+from .app_keys import PIPELINE, REGISTRY, SERVICES, STARTED_AT
 from .engine import Finished, TextDelta
 from .openai_requests import ChatCompletionRequest, CompletionRequest, parse_request
 from .pipeline import Generation
+from .request_context import context_from_headers
 from .sse import ClientGone, SSEWriter
 
 log = logging.getLogger(__name__)
 
 ROUTE_HEADER = "X-LocalLLM-Route"
+CACHE_HEADER = "X-LocalLLM-Cache"
+SIMILARITY_HEADER = "X-LocalLLM-Cache-Similarity"
 
 
 async def read_json(request: web.Request) -> object:
@@ -40,8 +43,9 @@ async def read_json(request: web.Request) -> object:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    ctx = context_from_headers(request.headers)
     body = parse_request(ChatCompletionRequest, await read_json(request))
-    gen = await request.app[PIPELINE].chat(body)
+    gen = await request.app[PIPELINE].chat(body, ctx)
     if body.stream:
         return await _stream(request, gen, chat=True, include_usage=body.include_usage)
     text, finished = await _collect(gen)
@@ -49,8 +53,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    ctx = context_from_headers(request.headers)
     body = parse_request(CompletionRequest, await read_json(request))
-    gen = await request.app[PIPELINE].complete(body)
+    gen = await request.app[PIPELINE].complete(body, ctx)
     if body.stream:
         return await _stream(request, gen, chat=False, include_usage=body.include_usage)
     text, finished = await _collect(gen)
@@ -70,8 +75,18 @@ async def _collect(gen: Generation) -> tuple[str, Finished]:
     return "".join(parts), finished
 
 
+def served_by(gen: Generation) -> dict[str, str]:
+    """Headers that say what served the answer."""
+    headers = {ROUTE_HEADER: gen.route}
+    if gen.cache is not None:
+        headers[CACHE_HEADER] = gen.cache
+    if gen.similarity is not None:
+        headers[SIMILARITY_HEADER] = f"{gen.similarity:.4f}"
+    return headers
+
+
 def _json(payload: dict, gen: Generation) -> web.Response:
-    return web.json_response(payload, headers={ROUTE_HEADER: gen.route})
+    return web.json_response(payload, headers=served_by(gen))
 
 
 async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_usage: bool) -> web.StreamResponse:
@@ -79,7 +94,7 @@ async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_
     # Wait for the first event before sending headers, so a full queue or an
     # engine error still becomes a proper HTTP status instead of a broken stream.
     first = await anext(events, None)
-    writer = SSEWriter(request, headers={ROUTE_HEADER: gen.route})
+    writer = SSEWriter(request, headers=served_by(gen))
     await writer.open()
     try:
         if chat:
@@ -127,10 +142,12 @@ async def health(request: web.Request) -> web.Response:
     schedulers = request.app[REGISTRY].all()
     models = [{"id": s.model_name, "state": s.state, "busy": s.busy, "waiting": s.waiting} for s in schedulers]
     ready = bool(schedulers) and all(s.state == "ready" for s in schedulers)
+    services = request.app.get(SERVICES)
     status = "ok" if ready else ("loading" if any(s.state == "loading" for s in schedulers) else "error")
     process = psutil.Process()
     payload = {"status": status, "models": models, "uptime_s": round(time.time() - request.app[STARTED_AT], 1),
-               "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1)}
+               "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1),
+               "cache": "on" if services is not None and services.cache is not None else "off"}
     return web.json_response(payload, status=200 if ready else 503)
 
 

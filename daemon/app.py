@@ -10,12 +10,16 @@ from aiohttp import web
 
 from localllm.config import Settings
 from localllm.errors import LocalLLMError, PayloadTooLarge, ServiceUnavailable
+from localllm.store.request_log import RequestRecord
 
 from .api_openai import add_routes
-from .app_keys import PIPELINE, REGISTRY, SETTINGS, STARTED_AT
+from .api_store import add_store_routes
+from .app_keys import PIPELINE, REGISTRY, SERVICES, SETTINGS, STARTED_AT
 from .model_registry import ModelRegistry
 from .pipeline import Pipeline
+from .request_context import DEFAULT_NAMESPACE, NAMESPACE_HEADER
 from .security import HostCheck, TokenCheck, cors_headers
+from .services import Services, open_services
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,13 @@ def _http_error(exc: web.HTTPException) -> web.Response:
 
 
 def create_app(settings: Settings, registry: ModelRegistry, *, api_token: str | None = None,
-               manage_models: bool = True) -> web.Application:
-    """Build the daemon's app. With ``manage_models`` the app loads models at start-up and frees them at cleanup."""
+               manage_models: bool = True, services: Services | None = None) -> web.Application:
+    """Build the daemon's app.
+
+    With ``manage_models`` the app loads models at start-up and frees them at
+    cleanup. Without ``services`` it opens its own (database, request log,
+    embedder, cache) at start-up; tests pass shared ones.
+    """
     host_check = HostCheck(settings.server.host, settings.server.allowed_hosts)
     token_check = TokenCheck(api_token)
     origins = settings.server.cors_origins
@@ -58,6 +67,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, api_token: str | 
                     f"{settings.server.max_body_bytes} bytes allowed; send less, or raise server.max_body_bytes.")
             response = await handler(request)
         except LocalLLMError as exc:
+            _log_refused(request, exc)
             return error_response(exc, cors)
         except web.HTTPException as exc:
             response = _http_error(exc)
@@ -73,12 +83,39 @@ def create_app(settings: Settings, registry: ModelRegistry, *, api_token: str | 
     app = web.Application(middlewares=[door], client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[REGISTRY] = registry
-    app[PIPELINE] = Pipeline(registry)
     app[STARTED_AT] = time.time()
     add_routes(app)
+    add_store_routes(app)
     if manage_models:
         app.cleanup_ctx.append(_model_lifecycle)
+    if services is None:
+        app.cleanup_ctx.append(_services_lifecycle)
+    else:
+        _install_services(app, services)
     return app
+
+
+def _install_services(app: web.Application, services: Services) -> None:
+    app[SERVICES] = services
+    app[PIPELINE] = Pipeline(app[REGISTRY], cache=services.cache, embedder=services.embedder,
+                             request_log=services.request_log, cache_settings=app[SETTINGS].cache)
+
+
+async def _services_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    services = await open_services(app[SETTINGS])
+    _install_services(app, services)
+    yield
+    await services.close()
+
+
+def _log_refused(request: web.Request, exc: LocalLLMError) -> None:
+    """Requests refused before the pipeline took them still get a request-log row."""
+    services = request.app.get(SERVICES)
+    if services is None or not request.path.startswith("/v1/") or getattr(exc, "logged", False):
+        return
+    services.request_log.record_soon(RequestRecord(
+        endpoint=request.path.removeprefix("/v1/"), status=exc.status, error_class=type(exc).__name__,
+        namespace=request.headers.get(NAMESPACE_HEADER, DEFAULT_NAMESPACE)[:64]))
 
 
 async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -8,8 +8,10 @@ from localllm.config import Settings
 
 from .model_registry import ModelRegistry
 from .pipeline import Pipeline
+from .services import Services
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", ModelRegistry)
 PIPELINE = web.AppKey("pipeline", Pipeline)
+SERVICES = web.AppKey("services", Services)
 STARTED_AT = web.AppKey("started_at", float)

@@ -1,21 +1,40 @@
 """The request path, readable as one function per endpoint.
 
-Validation already happened (a typed request comes in); the pipeline picks the
-model, builds and measures the prompt, and hands back a stream of events. The
-HTTP daemon and the CLI's in-process mode both run this same pipeline. Later
-rooms slot in here in order: guard, embed, cache, router, fallback, log.
+Validation already happened (a typed request comes in). In order: pick the
+model; if the request may use the cache, embed the last user turn once and
+look it up (a hit is replayed, done); otherwise build and measure the prompt
+and generate; when the answer is complete, store it in the cache and log the
+request, both committed before the caller sees the end of the answer. The HTTP
+daemon and the CLI's in-process mode run this same pipeline. Later rooms slot
+in here: guard before the cache, router and fallback before generation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from localllm.config import CacheSettings
+from localllm.errors import LocalLLMError
+from localllm.store.cache_keys import scope_sha256
+from localllm.store.request_log import RequestLog, RequestRecord, prompt_sha256
+from localllm.store.semantic_cache import CachedAnswer, SemanticCache
+
 from .engine import Finished, GenerationJob, TextDelta
 from .model_registry import ModelRegistry
-from .openai_requests import ChatCompletionRequest, CompletionRequest
+from .openai_requests import ChatCompletionRequest, CompletionRequest, _Generation
+from .request_context import RequestContext
+
+log = logging.getLogger(__name__)
+
+_REPLAY_PIECES = re.compile(r"\s*\S+|\s+")
 
 
 @dataclass
@@ -24,29 +43,181 @@ class Generation:
 
     id: str
     model: str
-    route: str
+    route: str  # local | cache
     prompt_tokens: int
     events: AsyncIterator[TextDelta | Finished]
+    cache: str | None = None  # hit | miss | bypass; None when no cache is configured
+    similarity: float | None = None
     created: int = field(default_factory=lambda: int(time.time()))
-    started_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _CacheKey:
+    scope: str
+    question: str
 
 
 class Pipeline:
-    def __init__(self, registry: ModelRegistry):
+    def __init__(self, registry: ModelRegistry, *, cache: SemanticCache | None = None, embedder=None,
+                 request_log: RequestLog | None = None, cache_settings: CacheSettings | None = None):
         self.registry = registry
+        self.cache = cache
+        self.embedder = embedder
+        self.request_log = request_log
+        self.cache_settings = cache_settings or CacheSettings()
 
-    async def chat(self, request: ChatCompletionRequest) -> Generation:
+    async def chat(self, request: ChatCompletionRequest, ctx: RequestContext | None = None) -> Generation:
+        ctx = ctx or RequestContext()
         scheduler = self.registry.get(request.model)
-        prompt_tokens = await scheduler.render_and_tokenize(request.template_messages())
-        max_tokens = scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens)
-        job = GenerationJob(prompt_tokens, max_tokens, request.sampling())
-        return Generation(f"chatcmpl-{uuid.uuid4().hex}", scheduler.model_name, "local",
-                          len(prompt_tokens), scheduler.stream(job))
+        messages = request.template_messages()
+        record = self._record("chat", ctx, scheduler.model_name, request, messages)
+        key = self._chat_cache_key(request, scheduler.model_name, messages)
+        gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        hit, outcome, vector = await self._consult_cache(key, request, ctx)
+        if hit is not None:
+            return self._replay(gen_id, scheduler.model_name, hit, record, ctx.started_at)
+        prompt_tokens = await scheduler.render_and_tokenize(messages)
+        return self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx)
 
-    async def complete(self, request: CompletionRequest) -> Generation:
+    async def complete(self, request: CompletionRequest, ctx: RequestContext | None = None) -> Generation:
+        ctx = ctx or RequestContext()
         scheduler = self.registry.get(request.model)
+        record = self._record("completions", ctx, scheduler.model_name, request, request.prompt)
+        key = _CacheKey(scope_sha256({"endpoint": "completions", "model": scheduler.model_name,
+                                      "sampling": _sampling_scope(request)}), request.prompt)
+        gen_id = record.request_id = f"cmpl-{uuid.uuid4().hex}"
+        hit, outcome, vector = await self._consult_cache(key, request, ctx)
+        if hit is not None:
+            return self._replay(gen_id, scheduler.model_name, hit, record, ctx.started_at)
         prompt_tokens = await scheduler.tokenize(request.prompt)
+        return self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx)
+
+    # -- cache -----------------------------------------------------------------
+
+    def _chat_cache_key(self, request: ChatCompletionRequest, model: str, messages: list[dict]) -> _CacheKey | None:
+        if messages[-1]["role"] != "user":
+            return None  # e.g. an assistant prefill: not a question to match
+        scope = {"endpoint": "chat", "model": model, "earlier_turns": messages[:-1],
+                 "tools": request.tools, "response_format": request.response_format,
+                 "sampling": _sampling_scope(request)}
+        return _CacheKey(scope_sha256(scope), messages[-1]["content"])
+
+    def _deterministic(self, request: _Generation) -> bool:
+        return request.temperature == 0 or request.seed is not None or self.cache_settings.allow_nondeterministic
+
+    async def _consult_cache(self, key: _CacheKey | None, request: _Generation, ctx: RequestContext
+                             ) -> tuple[CachedAnswer | None, str | None, np.ndarray | None]:
+        if self.cache is None:
+            return None, None, None
+        if key is None or not self._deterministic(request) or (ctx.skip_cache_lookup and ctx.skip_cache_store):
+            return None, "bypass", None
+        vector = await self.embed(key.question)
+        if ctx.skip_cache_lookup:
+            return None, "bypass", vector
+        hit = await self.cache.lookup(ctx.namespace, key.scope, key.question, vector)
+        return hit, ("hit" if hit else "miss"), vector
+
+    async def embed(self, text: str) -> np.ndarray:
+        vectors = await asyncio.get_running_loop().run_in_executor(None, self.embedder.embed, [text])
+        return vectors[0]
+
+    def _replay(self, gen_id: str, model: str, hit: CachedAnswer, record: RequestRecord,
+                started: float) -> Generation:
+        record.route, record.cache = "cache", "hit"
+        usage = hit.usage
+
+        async def events() -> AsyncIterator[TextDelta | Finished]:
+            parts = _REPLAY_PIECES.findall(hit.text)
+            for i, piece in enumerate(parts):
+                if i == 0:
+                    record.ttft_ms = _ms_since(started)
+                yield TextDelta(piece)
+            record.prompt_tokens, record.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+            record.answer_text = hit.text
+            await self._finish_record(record, started, 200)
+            yield Finished(hit.finish_reason, usage["prompt_tokens"], usage["completion_tokens"])
+
+        return Generation(gen_id, model, "cache", usage["prompt_tokens"], events(), cache="hit",
+                          similarity=hit.similarity)
+
+    # -- generation ------------------------------------------------------------
+
+    def _generate(self, gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector,
+                  ctx: RequestContext) -> Generation:
         max_tokens = scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens)
         job = GenerationJob(prompt_tokens, max_tokens, request.sampling())
-        return Generation(f"cmpl-{uuid.uuid4().hex}", scheduler.model_name, "local",
-                          len(prompt_tokens), scheduler.stream(job))
+        record.route, record.cache = "local", outcome
+        store = outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
+        started = ctx.started_at
+
+        async def events() -> AsyncIterator[TextDelta | Finished]:
+            parts: list[str] = []
+            finished = False
+            try:
+                async for event in scheduler.stream(job):
+                    if isinstance(event, TextDelta):
+                        if not parts:
+                            record.ttft_ms = _ms_since(started)
+                        parts.append(event.text)
+                    else:
+                        finished = True
+                        text = "".join(parts)
+                        record.prompt_tokens, record.completion_tokens = event.prompt_tokens, event.completion_tokens
+                        record.answer_text = text
+                        writes = [self._finish_record(record, started, 200)]
+                        if store:
+                            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
+                            writes.append(self._store(ctx.namespace, key, vector, scheduler.model_name, text,
+                                                      event.finish_reason, usage))
+                        await asyncio.gather(*writes)
+                    yield event
+            except LocalLLMError as exc:
+                self._finish_record_soon(record, started, exc.status, type(exc).__name__)
+                exc.logged = True  # the HTTP edge must not log it a second time
+                raise
+            except (GeneratorExit, asyncio.CancelledError):
+                if not finished:  # the client left before the end: never cached, logged as 499
+                    self._finish_record_soon(record, started, 499, "ClientDisconnected")
+                raise
+
+        return Generation(gen_id, scheduler.model_name, "local", len(prompt_tokens), events(), cache=outcome)
+
+    async def _store(self, namespace, key: _CacheKey, vector, model, text, finish_reason, usage) -> None:
+        try:
+            await self.cache.store(namespace, key.scope, key.question, vector, model, text, finish_reason, usage)
+        except Exception:  # a cache write must never fail the answer it would cache
+            log.exception("semantic cache store failed")
+
+    # -- request log -----------------------------------------------------------
+
+    def _record(self, endpoint: str, ctx: RequestContext, model: str, request: _Generation, prompt) -> RequestRecord:
+        record = RequestRecord(endpoint=endpoint, status=0, namespace=ctx.namespace, model=model,
+                               stream=request.stream, prompt_sha256=prompt_sha256(prompt))
+        record.prompt_text = prompt if isinstance(prompt, str) else _render_messages(prompt)
+        return record
+
+    async def _finish_record(self, record: RequestRecord, started: float, status: int,
+                             error_class: str | None = None) -> None:
+        record.status, record.error_class, record.latency_ms = status, error_class, _ms_since(started)
+        if self.request_log is not None:
+            await self.request_log.record(record)
+
+    def _finish_record_soon(self, record: RequestRecord, started: float, status: int, error_class: str) -> None:
+        record.status, record.error_class, record.latency_ms = status, error_class, _ms_since(started)
+        if self.request_log is not None:
+            self.request_log.record_soon(record)
+
+
+def _sampling_scope(request: _Generation) -> dict:
+    sampling = request.sampling()
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
+            "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": sampling.seed,
+            "stop": list(sampling.stop), "max_tokens": request.max_tokens}
+
+
+def _render_messages(messages: list[dict]) -> str:
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

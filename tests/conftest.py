@@ -49,11 +49,12 @@ def models_dir(localllm_home, default_model_file) -> Path:
 TEST_N_CTX = 1024
 
 
-def make_settings(**server):
+def make_settings(cache=None, **server):
     """Settings for tests: the test home's defaults, small context, 2 threads."""
     from localllm.config import Settings
 
-    return Settings.model_validate({"engine": {"n_ctx": TEST_N_CTX, "n_threads": 2}, "server": server})
+    return Settings.model_validate({"engine": {"n_ctx": TEST_N_CTX, "n_threads": 2}, "server": server,
+                                    "cache": cache or {}})
 
 
 @pytest.fixture(scope="session")
@@ -71,14 +72,43 @@ def shared_registry(default_model_file):
     asyncio.run(registry.stop_all())
 
 
+@pytest.fixture(scope="session")
+def shared_embedder():
+    """The default embedder (sentence-transformers when installed), loaded once."""
+    from localllm.config import Settings
+    from localllm.daemon.services import embedder_backend
+    from localllm.store.embedder import load_embedder
+
+    return load_embedder(embedder_backend(Settings()))
+
+
 @pytest.fixture
-def make_client(aiohttp_client, shared_registry):
+async def open_test_services(localllm_home, shared_embedder):
+    """Open store services (database under the test home) with the shared embedder; closed after the test."""
+    from localllm.daemon.services import open_services
+
+    opened = []
+
+    async def open_(settings=None):
+        services = await open_services(settings or make_settings(), embedder=shared_embedder)
+        opened.append(services)
+        return services
+
+    yield open_
+    for services in opened:
+        await services.close()
+
+
+@pytest.fixture
+def make_client(aiohttp_client, shared_registry, open_test_services):
     """Start the real daemon app on 127.0.0.1 (ephemeral port) and return an aiohttp client for it."""
     from localllm.daemon.app import create_app
 
-    async def start(settings=None, *, api_token=None, registry=None):
-        app = create_app(settings or make_settings(), registry or shared_registry, api_token=api_token,
-                         manage_models=False)
+    async def start(settings=None, *, api_token=None, registry=None, services=None):
+        settings = settings or make_settings()
+        services = services or await open_test_services(settings)
+        app = create_app(settings, registry or shared_registry, api_token=api_token,
+                         manage_models=False, services=services)
         return await aiohttp_client(app)
 
     return start

