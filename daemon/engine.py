@@ -169,6 +169,12 @@ class LlamaEngine:
         # llama-cpp-python derives an unseeded run's seed from a fixed one, so every
         # unseeded request would sample the same way; draw a fresh seed instead.
         seed = s.seed if s.seed is not None else random.SystemRandom().randrange(2**31)
+        # Evaluate every prompt from scratch. llama-cpp-python would otherwise reuse the
+        # previous request's KV cache for a shared prefix, and logits computed in a
+        # different batch shape differ in the last bits: greedy answers to the same
+        # prompt would then depend on what ran before. Prefix reuse that keeps answers
+        # identical belongs to the batching scheduler.
+        self._llm.reset()
         stream = self._llm.create_completion(
             prompt=job.prompt_tokens,
             max_tokens=job.max_tokens,

@@ -27,7 +27,9 @@ import numpy as np
 ASSET = Path(__file__).parent / "assets" / "cache_verifier.json"
 FORMAT_VERSION = 1
 
-_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*")
+# Words in any script (apostrophe contractions kept whole), numbers with their separators, and runs of
+# symbols that carry meaning in questions ("C++" vs "C#", "=" vs "==", "~").
+_WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?|[+#=<>~*/\\^&|@%$€£₹\[\]{}]+")
 _SENTENCE_START = re.compile(r"(?:^|[.?!:;(\[]\s*)$")
 _QUOTED = re.compile(r'"+([^"]+)"+|“([^”]+)”|‘([^’]+)’|(?<![A-Za-z0-9])\'([^\']+)\'(?![A-Za-z0-9])')
 _YEAR = re.compile(r"^(1[5-9]\d\d|20\d\d)s?$")
@@ -107,7 +109,7 @@ class Question:
                  "dates", "wh", "comparatives", "persons", "modals", "trigrams", "question_marks")
 
     def __init__(self, text: str):
-        matches = list(_WORD.finditer(text))
+        matches = list(_WORD.finditer(text.replace("’", "'")))
         raw = [m.group() for m in matches]
         self.words = [w.lower() for w in raw]
         self.stems = [_stem(w) for w in self.words]
@@ -232,8 +234,7 @@ class DuplicateVerifier:
 
     def raw_score(self, features: np.ndarray) -> np.ndarray:
         """Log-odds for a (pairs, features) matrix: every tree walked at once, one level per step."""
-        # Trees were fitted on float32 features; round the same way so no value lands across a split.
-        features = np.atleast_2d(np.asarray(features, dtype=np.float32)).astype(np.float64)
+        features = np.atleast_2d(np.asarray(features, dtype=np.float64))
         node = np.zeros((features.shape[0], len(self._rows)), dtype=np.int64)
         for _ in range(self._depth):
             values = np.take_along_axis(features, self._feature[self._rows, node], axis=1)

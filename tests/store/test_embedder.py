@@ -1,0 +1,61 @@
+"""Both embedding backends: same model, normalised vectors, truncation, memoised by text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from localllm.store.embedder import MAX_TOKENS, MemoizedEmbedder, load_embedder
+
+
+@pytest.fixture(scope="module")
+def onnx():
+    return load_embedder("onnx")
+
+
+def test_default_and_onnx_backends_agree(shared_embedder, onnx):
+    texts = ["How do I bake bread?", "Recipe for a simple loaf", "Quarterly tax filing deadlines"]
+    a, b = shared_embedder.embed(texts), onnx.embed(texts)
+    assert a.shape == b.shape == (3, 384) and a.dtype == b.dtype == np.float32
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+    assert (a * b).sum(axis=1).min() > 0.99  # int8 ONNX export of the same model
+    assert a[0] @ a[1] > a[0] @ a[2]
+
+
+def test_long_input_is_truncated_to_the_model_window(onnx):
+    long = "word " * 5000
+    assert onnx.count_tokens([long]) == MAX_TOKENS
+    assert onnx.embed([long]).shape == (1, 384)
+
+
+def test_memoised_embedder_computes_each_text_once(onnx):
+    calls = []
+
+    class Counting:
+        name, dimensions = onnx.name, onnx.dimensions
+
+        def embed(self, texts):
+            calls.append(list(texts))
+            return onnx.embed(texts)
+
+        def count_tokens(self, texts):
+            return onnx.count_tokens(texts)
+
+    memo = MemoizedEmbedder(Counting(), max_entries=2)
+    first = memo.embed(["a", "b"])
+    again = memo.embed(["b", "a"])
+    assert calls == [["a", "b"]]
+    assert np.array_equal(first[0], again[1])
+    memo.embed(["c"])  # evicts "b", the least recently used ("a" was asked for last)
+    memo.embed(["a"])
+    assert calls[-1] == ["c"]
+    memo.embed(["b"])
+    assert calls[-1] == ["b"]
+
+
+def test_unknown_backend_is_a_config_error():
+    from localllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Unknown embedder"):
+        load_embedder("word2vec")
