@@ -4,6 +4,7 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
 PROMPT ?= In one sentence, what is a local-first LLM daemon for?
 
 .PHONY: run test install bench serve clean
@@ -15,8 +16,11 @@ $(BIN)/python:
 
 # llama-cpp-python compiles llama.cpp here the first time (about 9 minutes on 2 cores);
 # pip caches the built wheel, so later installs take seconds.
+# PyTorch (for the default sentence-transformers embedder) is pinned to its CPU build
+# first, so nothing later pulls the multi-GB CUDA one.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install $(TORCH_SPEC)
+	$(BIN)/python -m pip install -e '.[torch,test]'
 	touch $@
 
 install: $(VENV)/.installed

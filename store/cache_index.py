@@ -11,9 +11,47 @@ Not thread-safe: the semantic cache calls it from its one worker thread.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+from pathlib import Path
+
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 ANN_THRESHOLD = 4096
+GRAPH_SETTINGS = {"metric": "ip", "dtype": "f16", "connectivity": 16, "expansion_add": 64, "expansion_search": 128}
+
+
+def _usearch_index():
+    # onnxruntime segfaults when imported after usearch (usearch 2.26, onnxruntime 1.31,
+    # x86_64: `from usearch.index import Index; import onnxruntime` crashes). Whoever
+    # imports usearch first therefore loads onnxruntime before it.
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass
+    from usearch.index import Index
+
+    return Index
+
+
+def _restore(path: Path, entry_ids: np.ndarray):
+    """The saved graph, if it is intact and holds exactly ``entry_ids``; else None (rebuild)."""
+    Index = _usearch_index()
+
+    if not path.exists():
+        return None
+    try:
+        graph = Index.restore(str(path))
+    except Exception:  # truncated or foreign file: the database is the truth, rebuild
+        log.warning("saved cache graph %s is unreadable; rebuilding", path.name)
+        return None
+    if graph is None or len(graph) != len(entry_ids) or not bool(np.all(graph.contains(entry_ids))):
+        return None
+    graph.expansion_search = GRAPH_SETTINGS["expansion_search"]
+    return graph
 
 
 class _Group:
@@ -44,11 +82,28 @@ class _Group:
         if self.count >= ANN_THRESHOLD:
             self._to_ann()
 
-    def _to_ann(self) -> None:
-        from usearch.index import Index
+    def add_many(self, entry_ids: np.ndarray, vectors: np.ndarray, saved_graph: Path | None = None) -> None:
+        """Bulk load (start-up): reuse the graph saved at the last shutdown when it holds
+        exactly these entries; otherwise build it in one batch."""
+        if self.count == 0 and saved_graph is not None and len(entry_ids) >= ANN_THRESHOLD:
+            graph = _restore(saved_graph, entry_ids)
+            if graph is not None:
+                self.ann, self.count = graph, len(entry_ids)
+                self.row_of = dict.fromkeys((int(i) for i in entry_ids), -1)
+                return
+        if self.count + len(entry_ids) < ANN_THRESHOLD or self.ann is not None:
+            for entry_id, vector in zip(entry_ids, vectors):
+                self.add(int(entry_id), vector)
+            return
+        self.ids = np.concatenate([self.ids[: self.count], entry_ids.astype(np.int64)])
+        self.vectors = np.concatenate([self.vectors[: self.count], vectors.astype(np.float32)])
+        self.count = len(self.ids)
+        self.row_of = {int(entry_id): row for row, entry_id in enumerate(self.ids)}
+        self._to_ann()
 
-        self.ann = Index(ndim=self.dimensions, metric="ip", dtype="f16", connectivity=16,
-                         expansion_add=128, expansion_search=64)
+    def _to_ann(self) -> None:
+        Index = _usearch_index()
+        self.ann = Index(ndim=self.dimensions, **GRAPH_SETTINGS)
         self.ann.add(self.ids[: self.count].copy(), self.vectors[: self.count])
         self.row_of = dict.fromkeys(self.row_of, -1)
         self.ids = np.empty(0, dtype=np.int64)
@@ -86,8 +141,9 @@ class _Group:
 
 
 class CacheIndex:
-    def __init__(self, dimensions: int):
+    def __init__(self, dimensions: int, graph_dir: Path | None = None):
         self.dimensions = dimensions
+        self.graph_dir = graph_dir  # where big groups' graphs are saved at shutdown
         self._groups: dict[tuple[str, str], _Group] = {}
         self._exact: dict[tuple[str, str, str], int] = {}
         self._where: dict[int, tuple[str, str, str]] = {}
@@ -105,6 +161,43 @@ class CacheIndex:
         group.add(entry_id, vector)
         self._exact[(namespace, scope, text_hash)] = entry_id
         self._where[entry_id] = (namespace, scope, text_hash)
+
+    def load(self, entry_ids: np.ndarray, namespaces: list[str], scopes: list[str], text_hashes: list[str],
+             vectors: np.ndarray) -> None:
+        """Bulk load rows read from SQLite (most recently used first; later duplicates lose)."""
+        members: dict[tuple[str, str], list[int]] = {}
+        for row, (entry_id, namespace, scope, text_hash) in enumerate(zip(entry_ids, namespaces, scopes,
+                                                                            text_hashes)):
+            key = (namespace, scope, text_hash)
+            if key in self._exact:
+                continue
+            self._exact[key] = int(entry_id)
+            self._where[int(entry_id)] = key
+            members.setdefault((namespace, scope), []).append(row)
+        for key, rows in members.items():
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = _Group(self.dimensions)
+            group.add_many(entry_ids[rows], vectors[rows], self._graph_path(key))
+
+    def _graph_path(self, key: tuple[str, str]) -> Path | None:
+        if self.graph_dir is None:
+            return None
+        return self.graph_dir / (hashlib.sha256("\0".join(key).encode()).hexdigest()[:32] + ".usearch")
+
+    def save_graphs(self) -> None:
+        """Save every HNSW graph so the next start can skip rebuilding it (a derived
+        cache: written to a temp name and renamed, checked against SQLite on load)."""
+        if self.graph_dir is None:
+            return
+        self.graph_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for key, group in self._groups.items():
+            if group.ann is None:
+                continue
+            path = self._graph_path(key)
+            temporary = path.with_suffix(".partial")
+            group.ann.save(str(temporary))
+            os.replace(temporary, path)
 
     def remove(self, entry_id: int) -> None:
         where = self._where.pop(entry_id, None)

@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 # Words in any script (apostrophe contractions kept whole), numbers with their separators, and runs of
 # symbols that carry meaning in questions ("C++" vs "C#", "=" vs "==", "~").
 _WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?|[+#=<>~*/\\^&|@%$€£₹\[\]{}]+")
-_SENTENCE_START = re.compile(r"(?:^|[.?!:;(\[]\s*)$")
+_SENTENCE_ENDS = ".?!:;(["
 _QUOTED = re.compile(r'"+([^"]+)"+|“([^”]+)”|‘([^’]+)’|(?<![A-Za-z0-9])\'([^\']+)\'(?![A-Za-z0-9])')
 _YEAR = re.compile(r"^(1[5-9]\d\d|20\d\d)s?$")
 
@@ -50,7 +50,8 @@ NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}
 NUMBER_WORDS.update(thirty="30", forty="40", fifty="50", hundred="100", thousand="1000", million="1000000",
-                    billion="1000000000", first="1st", second="2nd", third="3rd", half="0.5", dozen="12")
+                    billion="1000000000", first="1st", third="3rd", half="0.5", dozen="12")
+del NUMBER_WORDS["one"]  # "which one", "one of the": rarely a count; "second" is left out for the same reason
 UNITS = {u: u for u in (
     "gram kilogram milligram pound ounce ton tonne liter litre milliliter gallon pint quart cup teaspoon tablespoon "
     "meter metre kilometer kilometre centimeter millimeter mile yard foot feet inch acre hectare second minute hour "
@@ -83,6 +84,11 @@ ANTONYMS = [frozenset(p.split("/")) for p in (
 PERSONS = {"i": "1", "me": "1", "my": "1", "we": "1", "us": "1", "our": "1", "you": "2", "your": "2", "he": "3",
            "him": "3", "his": "3", "she": "3", "her": "3", "they": "3", "them": "3", "their": "3"}
 MODALS = frozenset("can could should would will shall may might must".split())
+
+
+def _at_sentence_start(text: str, start: int) -> bool:
+    before = text[:start].rstrip()
+    return not before or before[-1] in _SENTENCE_ENDS
 
 
 def _stem(word: str) -> str:
@@ -122,7 +128,7 @@ class Question:
         # Proper nouns and acronyms: capitalised away from a sentence start, or all capitals.
         self.entities = {w.lower() for m, w in zip(matches, raw)
                          if (w[0].isupper() and w.lower() not in STOPWORDS
-                             and not _SENTENCE_START.search(text[:m.start()]))
+                             and not _at_sentence_start(text, m.start()))
                          or (len(w) > 1 and w.isupper())}
         self.quoted = {" ".join(next(g for g in q if g).lower().split()) for q in _QUOTED.findall(text)}
         self.units = {UNITS[c] for c in text if c in "%$€£₹"} | {UNITS[s] for s in self.stems if s in UNITS} \
@@ -222,11 +228,14 @@ class DuplicateVerifier:
         self.min_cosine = float(spec["min_cosine"])
         trees = spec["trees"]
         self._depth = int(trees["depth"])
-        self._feature = np.asarray(trees["feature"], dtype=np.int64)      # (trees, 2**depth - 1)
-        self._split = np.asarray(trees["threshold"], dtype=np.float64)    # (trees, 2**depth - 1)
-        self._leaf = np.asarray(trees["leaf_value"], dtype=np.float64)    # (trees, 2**depth)
+        # Flattened so that one fancy index per level walks every tree: node i of tree t is at t * width + i.
+        feature = np.asarray(trees["feature"], dtype=np.int64)          # (trees, 2**depth - 1)
+        self._width = feature.shape[1]
+        self._feature = feature.ravel()
+        self._split = np.asarray(trees["threshold"], dtype=np.float64).ravel()
+        self._leaf = np.asarray(trees["leaf_value"], dtype=np.float64).ravel()  # (trees * 2**depth)
         self._init = float(trees["init"])
-        self._rows = np.arange(self._feature.shape[0])
+        self._tree_start = np.arange(feature.shape[0], dtype=np.int64) * self._width
 
     @classmethod
     def load_default(cls) -> DuplicateVerifier:
@@ -235,12 +244,14 @@ class DuplicateVerifier:
     def raw_score(self, features: np.ndarray) -> np.ndarray:
         """Log-odds for a (pairs, features) matrix: every tree walked at once, one level per step."""
         features = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        node = np.zeros((features.shape[0], len(self._rows)), dtype=np.int64)
+        row_start = (np.arange(features.shape[0]) * features.shape[1])[:, None]
+        flat = features.ravel()
+        node = np.zeros((features.shape[0], len(self._tree_start)), dtype=np.int64)
         for _ in range(self._depth):
-            values = np.take_along_axis(features, self._feature[self._rows, node], axis=1)
-            node = 2 * node + 1 + (values > self._split[self._rows, node])
-        leaves = node - (2 ** self._depth - 1)
-        return self._init + self._leaf[self._rows, leaves].sum(axis=1)
+            at = self._tree_start + node
+            node = 2 * node + 1 + (flat[row_start + self._feature[at]] > self._split[at])
+        leaves = (self._tree_start // self._width) * (self._width + 1) + node - self._width
+        return self._init + self._leaf[leaves].sum(axis=1)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.raw_score(features)))

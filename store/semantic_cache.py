@@ -51,7 +51,7 @@ class SemanticCache:
         self.writer = writer
         self.verifier = verifier
         self.settings = settings
-        self.index = CacheIndex(dimensions)
+        self.index = CacheIndex(dimensions, graph_dir=db_path.parent / "cache-graphs")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic-cache")
         self._db = None
 
@@ -64,14 +64,14 @@ class SemanticCache:
     def _load(self) -> None:
         self._db = open_database(self.db_path)
         oldest = time.time() - self.settings.ttl_s
-        loaded = 0
-        for row in self._db.query(
-                "SELECT id, namespace, scope_sha256, text_sha256, embedding FROM cache_entries "
-                "WHERE created_at >= ? ORDER BY last_used_at DESC LIMIT ?", [oldest, self.settings.max_entries]):
-            self.index.add(row["id"], row["namespace"], row["scope_sha256"], row["text_sha256"],
-                           unpack_vector(row["embedding"]))
-            loaded += 1
-        log.info("semantic cache: %d entries loaded", loaded)
+        rows = self._db.execute(
+            "SELECT id, namespace, scope_sha256, text_sha256, embedding FROM cache_entries "
+            "WHERE created_at >= ? ORDER BY last_used_at DESC LIMIT ?", [oldest, self.settings.max_entries]).fetchall()
+        if rows:
+            ids, namespaces, scopes, hashes, blobs = zip(*rows)
+            vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), self.index.dimensions)
+            self.index.load(np.array(ids, dtype=np.int64), list(namespaces), list(scopes), list(hashes), vectors)
+        log.info("semantic cache: %d entries loaded", len(rows))
 
     async def lookup(self, namespace: str, scope: str, question: str, vector: np.ndarray) -> CachedAnswer | None:
         return await self._on_thread(self._lookup, namespace, scope, question, vector)
@@ -91,9 +91,11 @@ class SemanticCache:
             if row is None or not self._fresh(row, now):
                 continue
             cosine = float(unpack_vector(row["embedding"]) @ vector)
-            if not self.verifier.accepts(row["question"], question, cosine):
+            if cosine < self.verifier.min_cosine:
                 continue
             score = self.verifier.score(row["question"], question, cosine)
+            if score < self.verifier.threshold:
+                continue
             if best is None or score > best[0]:
                 best = (score, row, cosine)
         if best is None:
@@ -182,6 +184,10 @@ class SemanticCache:
 
     async def close(self) -> None:
         def shut() -> None:
+            try:
+                self.index.save_graphs()
+            except OSError as exc:  # only costs a rebuild at the next start
+                log.warning("could not save the cache graphs: %s", exc)
             if self._db is not None:
                 self._db.conn.close()
 

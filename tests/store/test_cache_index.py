@@ -52,3 +52,46 @@ def test_large_groups_move_to_hnsw_and_still_find_neighbours():
     index.remove(0)
     assert all(entry_id != 0 for entry_id, _ in index.nearest("ns", "s", vectors[0], k=5))
     assert len(index) == n - 1
+
+
+def test_bulk_load_matches_one_by_one_adds():
+    vectors = unit_vectors(ANN_THRESHOLD + 100, seed=2)
+    ids = np.arange(len(vectors), dtype=np.int64) + 1000
+    namespaces = ["ns"] * len(vectors)
+    scopes = ["big"] * (len(vectors) - 10) + ["small"] * 10
+    hashes = [f"h{i}" for i in range(len(vectors))]
+    hashes[5] = hashes[4]  # a duplicate question: the first (most recently used) wins
+    index = CacheIndex(384)
+    index.load(ids, namespaces, scopes, hashes, vectors)
+    assert index._groups[("ns", "big")].ann is not None
+    assert index._groups[("ns", "small")].ann is None
+    assert len(index) == len(vectors) - 1
+    assert index.exact("ns", "big", "h4") == 1004
+    assert index.nearest("ns", "small", vectors[-1], k=1)[0][0] == ids[-1]
+    assert index.nearest("ns", "big", vectors[100], k=1)[0][0] == 1100
+
+
+def test_saved_graph_is_reused_only_when_it_matches_the_database(tmp_path):
+    vectors = unit_vectors(ANN_THRESHOLD + 10, seed=3)
+    ids = np.arange(len(vectors), dtype=np.int64)
+    args = (["ns"] * len(ids), ["s"] * len(ids), [f"h{i}" for i in ids])
+    first = CacheIndex(384, graph_dir=tmp_path)
+    first.load(ids, *args, vectors)
+    first.save_graphs()
+    saved = list(tmp_path.glob("*.usearch"))
+    assert len(saved) == 1
+
+    reused = CacheIndex(384, graph_dir=tmp_path)
+    reused.load(ids, *args, vectors)
+    assert reused.nearest("ns", "s", vectors[7], k=1)[0][0] == 7
+
+    # One entry fewer in the database: the saved graph no longer matches and is not used.
+    stale = CacheIndex(384, graph_dir=tmp_path)
+    stale.load(ids[1:], *(a[1:] for a in args), vectors[1:])
+    assert all(entry_id != 0 for entry_id, _ in stale.nearest("ns", "s", vectors[0], k=3))
+    assert len(stale._groups[("ns", "s")].ann) == len(ids) - 1
+
+    saved[0].write_bytes(b"garbage")
+    broken = CacheIndex(384, graph_dir=tmp_path)
+    broken.load(ids, *args, vectors)
+    assert broken.nearest("ns", "s", vectors[9], k=1)[0][0] == 9

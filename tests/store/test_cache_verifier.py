@@ -1,0 +1,134 @@
+"""The semantic cache's duplicate verifier, with real embeddings from the project's embedder.
+
+Each rejection case checks two things: the decisive-token feature for its class fires, and the
+shipped verifier refuses the pair at the real cosine. The paraphrases below are ones the shipped
+verifier does accept; it is strict by design and refuses many looser ones (for instance
+"How do I learn Python quickly?" vs "What is the fastest way to learn Python?" scores about 0.76,
+under the threshold), because on the Quora data even small wording changes often mean a different
+question.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from localllm.store.cache_verifier import ASSET, FEATURE_NAMES, FORMAT_VERSION, DuplicateVerifier, pair_features
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from localllm.store.embedder import load_embedder
+
+    # The default backend, the one the verifier was trained with. (Not "onnx" here: importing onnxruntime
+    # after usearch, which tests/store/test_cache_index.py loads first, segfaults the interpreter.)
+    return load_embedder("sentence-transformers")
+
+
+@pytest.fixture(scope="module")
+def verifier() -> DuplicateVerifier:
+    return DuplicateVerifier.load_default()
+
+
+def cosine(embedder, a: str, b: str) -> float:
+    va, vb = embedder.embed([a, b])
+    return float(np.dot(va, vb))
+
+
+def features(a: str, b: str, cos: float) -> dict[str, float]:
+    return dict(zip(FEATURE_NAMES, pair_features(a, b, cos)))
+
+
+PARAPHRASES = [
+    ("How do I learn Python?", "How can I learn Python?"),
+    ("What is the best way to learn Python?", "What's the best way to learn Python?"),
+    ("How can I improve my English?", "How do I improve my English?"),
+    ("What are the best ways to lose weight?", "What is the best way to lose weight?"),
+    ("What is the meaning of life?", "What's the meaning of life?"),
+]
+
+
+@pytest.mark.parametrize(("cached", "new"), PARAPHRASES)
+def test_accepts_paraphrases(embedder, verifier, cached, new):
+    cos = cosine(embedder, cached, new)
+    assert verifier.accepts(cached, new, cos), verifier.score(cached, new, cos)
+
+
+# (cached, new, the feature that must flag the difference)
+DECISIVE = [
+    ("What is 2+2?", "What is 2+3?", "number_mismatch"),
+    ("How many days until 5 June?", "How many days until 15 June?", "number_mismatch"),
+    ("Is coffee bad for you?", "Is coffee not bad for you?", "negation_mismatch"),
+    ("Why do people smoke?", "Why don't people smoke?", "negation_mismatch"),
+    ("What is the capital of France?", "What is the capital of Spain?", "entity_mismatches"),
+    ("Is Google a good place to work?", "Is Microsoft a good place to work?", "entity_mismatches"),
+    ('What does "carpe diem" mean?', 'What does "memento mori" mean?', "quote_mismatch"),
+    ("How many grams in a pound?", "How many grams in a kilogram?", "unit_mismatch"),
+    ("How many miles is a marathon?", "How many kilometers is a marathon?", "unit_mismatch"),
+    ("Who won the World Cup in 2014?", "Who won the World Cup in 2018?", "date_mismatch"),
+    ("What happened on Monday?", "What happened on Friday?", "date_mismatch"),
+    ("Why is the sky blue?", "When is the sky blue?", "wh_mismatch"),
+    ("Why do cats purr?", "How do cats purr?", "wh_mismatch"),
+    ("Is Python better than Java?", "Is Python worse than Java?", "comparative_mismatch"),
+    ("Which is the best laptop for programming?", "Which is the cheapest laptop for programming?",
+     "comparative_mismatch"),
+    ("How is Apple better than Samsung?", "How is Samsung better than Apple?", "word_order_swap"),
+    ("What is the difference between C and C++?", "What is the difference between C++ and C#?", "unmatched_max"),
+]
+
+
+@pytest.mark.parametrize(("cached", "new", "flag"), DECISIVE)
+def test_rejects_decisive_differences(embedder, verifier, cached, new, flag):
+    cos = cosine(embedder, cached, new)
+    assert features(cached, new, cos)[flag] > 0
+    assert not verifier.accepts(cached, new, cos), verifier.score(cached, new, cos)
+
+
+def test_decisive_flag_lowers_the_score(verifier):
+    """Monotonic by construction: the same pair with a mismatch flag set never scores higher."""
+    base = features("Is coffee bad for you?", "Is coffee bad for you?", 0.97)
+    for flag in ("number_mismatch", "negation_mismatch", "quote_mismatch", "unit_mismatch", "date_mismatch",
+                 "wh_mismatch", "comparative_mismatch", "word_order_swap"):
+        flagged = dict(base, **{flag: 1.0})
+        scores = verifier.score_features(np.array([list(base.values()), list(flagged.values())]))
+        assert scores[1] <= scores[0], flag
+
+
+def test_score_is_symmetric_and_identical_text_passes(embedder, verifier):
+    a, b = "How can I improve my English?", "How do I improve my English?"
+    cos = cosine(embedder, a, b)
+    assert verifier.score(a, b, cos) == pytest.approx(verifier.score(b, a, cos))
+    assert verifier.accepts(a, a, 1.0)
+
+
+def test_min_cosine_is_a_hard_floor(verifier):
+    text = "What is the capital of France?"
+    assert verifier.accepts(text, text, 1.0)
+    assert not verifier.accepts(text, text, verifier.min_cosine - 0.01)
+    assert not verifier.accepts(text, text, float("nan"))
+
+
+def test_shipped_json_matches_the_code():
+    spec = json.loads(ASSET.read_text(encoding="utf-8"))
+    assert spec["format_version"] == FORMAT_VERSION
+    assert spec["feature_names"] == FEATURE_NAMES
+    assert 0.5 < spec["threshold"] < 1.0
+    assert 0.0 < spec["min_cosine"] < 1.0
+    trees = spec["trees"]
+    depth = trees["depth"]
+    assert len(trees["feature"]) == len(trees["threshold"]) == len(trees["leaf_value"]) > 0
+    assert all(len(row) == 2 ** depth - 1 for row in trees["feature"])
+    assert all(len(row) == 2 ** depth for row in trees["leaf_value"])
+    assert max(max(row) for row in trees["feature"]) < len(FEATURE_NAMES)
+    assert "out_of_fold" in spec["validation"]
+    verifier = DuplicateVerifier(spec)
+    assert verifier.threshold == spec["threshold"] and verifier.min_cosine == spec["min_cosine"]
+
+
+def test_rejects_a_spec_for_other_features():
+    spec = json.loads(ASSET.read_text(encoding="utf-8"))
+    spec["feature_names"] = spec["feature_names"][:-1]
+    with pytest.raises(ValueError, match="retrain"):
+        DuplicateVerifier(spec)
