@@ -222,3 +222,20 @@ async def test_embeddings_endpoint_with_sdk(make_client, shared_embedder):
         await client.embeddings.create(model="text-embedding-3-small", input="x")
     with pytest.raises(openai.BadRequestError):
         await client.embeddings.create(model="all-MiniLM-L6-v2", input=[])
+
+
+async def test_prompts_and_answers_never_reach_the_logs(make_client, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    client = sdk(await make_client())
+    sentinel = "zebra-sentinel-4711"
+    _, answer = await chat(client, f"Spell the word {sentinel}.")
+    await chat(client, f"Spell the word {sentinel}.")
+    stream = await client.chat.completions.create(messages=ask(f"Again {sentinel}"), stream=True, **GREEDY)
+    async for _ in stream:
+        pass
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert sentinel not in logged
+    content = answer.choices[0].message.content.strip()
+    assert len(content) < 8 or content not in logged
