@@ -111,10 +111,14 @@ class Pipeline:
             return None, None, None
         if key is None or not self._deterministic(request) or (ctx.skip_cache_lookup and ctx.skip_cache_store):
             return None, "bypass", None
-        vector = await self.embed(key.question)
+        if not ctx.skip_cache_lookup:
+            hit = await self.cache.lookup_exact(ctx.namespace, key.scope, key.question)
+            if hit is not None:
+                return hit, "hit", None
+        vector = await self.embed(key.question)  # once: for the semantic lookup and for storing
         if ctx.skip_cache_lookup:
             return None, "bypass", vector
-        hit = await self.cache.lookup(ctx.namespace, key.scope, key.question, vector)
+        hit = await self.cache.lookup_similar(ctx.namespace, key.scope, key.question, vector)
         return hit, ("hit" if hit else "miss"), vector
 
     async def embed(self, text: str) -> np.ndarray:

@@ -73,16 +73,31 @@ class SemanticCache:
             self.index.load(np.array(ids, dtype=np.int64), list(namespaces), list(scopes), list(hashes), vectors)
         log.info("semantic cache: %d entries loaded", len(rows))
 
-    async def lookup(self, namespace: str, scope: str, question: str, vector: np.ndarray) -> CachedAnswer | None:
-        return await self._on_thread(self._lookup, namespace, scope, question, vector)
+    async def lookup_exact(self, namespace: str, scope: str, question: str) -> CachedAnswer | None:
+        """The same question (after normalisation) in the same scope: no embedding needed."""
+        return await self._on_thread(self._lookup_exact, namespace, scope, question)
 
-    def _lookup(self, namespace: str, scope: str, question: str, vector: np.ndarray) -> CachedAnswer | None:
+    async def lookup_similar(self, namespace: str, scope: str, question: str,
+                             vector: np.ndarray) -> CachedAnswer | None:
+        """The nearest cached questions in the scope that the verifier accepts as the same question."""
+        return await self._on_thread(self._lookup_similar, namespace, scope, question, vector)
+
+    async def lookup(self, namespace: str, scope: str, question: str, vector: np.ndarray) -> CachedAnswer | None:
+        return await self._on_thread(
+            lambda: self._lookup_exact(namespace, scope, question)
+            or self._lookup_similar(namespace, scope, question, vector))
+
+    def _lookup_exact(self, namespace: str, scope: str, question: str) -> CachedAnswer | None:
         now = time.time()
         exact_id = self.index.exact(namespace, scope, text_sha256(question))
         if exact_id is not None:
             row = self._row(exact_id)
             if row is not None and self._fresh(row, now):
                 return self._hit(row, 1.0, "exact", now)
+        return None
+
+    def _lookup_similar(self, namespace: str, scope: str, question: str, vector: np.ndarray) -> CachedAnswer | None:
+        now = time.time()
         best: tuple[float, dict, float] | None = None
         for entry_id, approx in self.index.nearest(namespace, scope, vector, CANDIDATES):
             if approx < self.verifier.min_cosine - 0.02:  # f16 graph distances are approximate
