@@ -147,7 +147,7 @@ async def health(request: web.Request) -> web.Response:
     process = psutil.Process()
     payload = {"status": status, "models": models, "uptime_s": round(time.time() - request.app[STARTED_AT], 1),
                "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1),
-               "cache": "on" if services is not None and services.cache is not None else "off"}
+               "cache": services.cache_state if services is not None else "off"}
     return web.json_response(payload, status=200 if ready else 503)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from .model_registry import ModelRegistry
 from .pipeline import Pipeline
 from .request_context import DEFAULT_NAMESPACE, NAMESPACE_HEADER
 from .security import HostCheck, TokenCheck, cors_headers
-from .services import Services, open_services
+from .services import Services, open_services, start_cache
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +98,38 @@ def create_app(settings: Settings, registry: ModelRegistry, *, api_token: str | 
 
 def _install_services(app: web.Application, services: Services) -> None:
     app[SERVICES] = services
+    if services.cache is not None:
+        services.cache_state = "on"
     app[PIPELINE] = Pipeline(app[REGISTRY], cache=services.cache, embedder=services.embedder,
                              request_log=services.request_log, cache_settings=app[SETTINGS].cache)
 
 
 async def _services_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    services = await open_services(app[SETTINGS])
+    settings = app[SETTINGS]
+    services = await open_services(settings, with_cache=False)
     _install_services(app, services)
+    warming = None
+    if settings.cache.enabled:
+        # The daemon answers at once; requests bypass the cache until it is warm.
+        services.cache_state = "loading"
+        warming = asyncio.create_task(_warm_cache(app, services))
     yield
+    if warming is not None:
+        await asyncio.gather(warming, return_exceptions=True)
     await services.close()
+
+
+async def _warm_cache(app: web.Application, services: Services) -> None:
+    try:
+        await start_cache(services, app[SETTINGS])
+    except Exception as exc:
+        services.cache_state = "failed"
+        log.error("the semantic cache could not start (%s); serving without it", exc)
+        return
+    pipeline = app[PIPELINE]
+    pipeline.embedder, pipeline.cache = services.embedder, services.cache
+    services.cache_state = "on"
+    log.info("semantic cache ready")
 
 
 def _log_refused(request: web.Request, exc: LocalLLMError) -> None:

@@ -22,6 +22,7 @@ class Services:
     request_log: RequestLog
     embedder: object | None = None
     cache: object | None = None
+    cache_state: str = "off"  # off | loading | on | failed
 
     async def close(self) -> None:
         if self.cache is not None:
@@ -46,27 +47,36 @@ async def open_services(settings: Settings, *, db_path: Path | None = None, embe
 
     Pass an already loaded ``embedder`` to share one between apps (tests do).
     """
-    from localllm.store.embedder import load_embedder
-
     loop = asyncio.get_running_loop()
     writer = StoreWriter(db_path or database_path())
     await loop.run_in_executor(None, writer.start)
     services = Services(writer, RequestLog(writer, log_prompts=settings.store.log_prompts))
-    if not (settings.cache.enabled if with_cache is None else with_cache):
-        return services
-    try:
-        if embedder is None:
-            backend = embedder_backend(settings)
-            log.info("loading the %s embedder", backend)
-            embedder = await loop.run_in_executor(None, load_embedder, backend)
-        from localllm.store.cache_verifier import DuplicateVerifier
-        from localllm.store.semantic_cache import SemanticCache
+    if settings.cache.enabled if with_cache is None else with_cache:
+        try:
+            await start_cache(services, settings, embedder=embedder)
+        except BaseException:
+            await services.close()
+            raise
+    return services
 
-        verifier = await loop.run_in_executor(None, DuplicateVerifier.load_default)
-        cache = SemanticCache(writer.path, writer, verifier, settings.cache, embedder.dimensions)
+
+async def start_cache(services: Services, settings: Settings, *, embedder=None) -> None:
+    """Load the embedder and the cache's index (which can take minutes for a million
+    entries without a saved graph), then attach both to ``services``."""
+    from localllm.store.cache_verifier import DuplicateVerifier
+    from localllm.store.embedder import load_embedder
+    from localllm.store.semantic_cache import SemanticCache
+
+    loop = asyncio.get_running_loop()
+    if embedder is None:
+        backend = embedder_backend(settings)
+        log.info("loading the %s embedder", backend)
+        embedder = await loop.run_in_executor(None, load_embedder, backend)
+    verifier = await loop.run_in_executor(None, DuplicateVerifier.load_default)
+    cache = SemanticCache(services.writer.path, services.writer, verifier, settings.cache, embedder.dimensions)
+    try:
         await cache.open()
     except BaseException:
-        await services.close()
+        await cache.close()
         raise
     services.embedder, services.cache = embedder, cache
-    return services

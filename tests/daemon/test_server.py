@@ -80,13 +80,26 @@ def test_real_serve_subprocess_answers_ask_and_status_then_stops(models_dir, loc
             assert time.monotonic() < deadline, "daemon never became healthy"
             time.sleep(0.2)
         assert body["models"][0]["id"] == DEFAULT_MODEL
+        assert body["cache"] in ("loading", "on")  # the cache warms up in the background
+        while body["cache"] != "on":
+            assert time.monotonic() < deadline + 60, body
+            time.sleep(0.2)
+            _, body = _get_json(f"http://127.0.0.1:{port}/health")
 
-        ask = subprocess.run(cli + ["ask", "--json", "-t", "0", "--max-tokens", "4", "Say hi"], env=env,
-                             capture_output=True, text=True, timeout=60)
-        assert ask.returncode == 0, ask.stderr
-        answer = json.loads(ask.stdout)
-        assert answer["usage"]["completion_tokens"] == 4
-        assert answer["id"].startswith("chatcmpl-")
+        answers = []
+        for _ in range(2):
+            ask = subprocess.run(cli + ["ask", "--json", "-t", "0", "--max-tokens", "4", "Say hi"], env=env,
+                                 capture_output=True, text=True, timeout=60)
+            assert ask.returncode == 0, ask.stderr
+            answers.append(json.loads(ask.stdout))
+        assert answers[0]["usage"]["completion_tokens"] <= 4
+        assert answers[0]["id"].startswith("chatcmpl-")
+        assert answers[1]["choices"] == answers[0]["choices"]
+
+        logs = subprocess.run(cli + ["logs", "--json"], env=env, capture_output=True, text=True, timeout=30)
+        rows = [json.loads(line) for line in logs.stdout.splitlines()]
+        assert [(r["route"], r["cache"]) for r in rows[:2]] == [("cache", "hit"), ("local", "miss")]
+        assert rows[1]["request_id"] == answers[0]["id"]
 
         status = subprocess.run(cli + ["status"], env=env, capture_output=True, text=True, timeout=30)
         assert status.returncode == 0, status.stderr
