@@ -11,11 +11,13 @@ from localllm import __version__
 from .ask_cmd import ask_command
 from .cache_cmd import cache_group
 from .config_cmd import config_group
+from .keys_cmd import keys_group
 from .logs_cmd import logs_command
 from .models_cmd import models_group, pull_command
 from .serve_cmd import serve_command
 from .status_cmd import status_command
 from .token_cmd import token_group
+from .upstreams_cmd import upstreams_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +38,8 @@ cli.add_command(config_group, name="config")
 cli.add_command(token_group, name="token")
 cli.add_command(logs_command, name="logs")
 cli.add_command(cache_group, name="cache")
+cli.add_command(keys_group, name="keys")
+cli.add_command(upstreams_group, name="upstreams")
 
 
 def main() -> None:

@@ -30,5 +30,10 @@ def status_command(as_json: bool) -> None:
                    f"up {health.get('uptime_s')} s, memory {health.get('memory_rss_mb')} MB)")
         for model in health["models"]:
             click.echo(f"model:  {model['id']}  {model['state']}  busy={model['busy']}  waiting={model['waiting']}")
+        click.echo(f"cache:  {health.get('cache', 'off')}")
+        for upstream in health.get("upstreams", []):
+            pause = f" (half-open in {upstream['half_open_in_s']} s)" if upstream["circuit"] == "open" else ""
+            click.echo(f"upstream: {upstream['name']}  circuit {upstream['circuit']}{pause}  "
+                       f"failures={upstream['failures']}")
     if health is None:
         raise SystemExit(1)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from . import paths
 from .errors import ConfigError
+from .fallback.upstream_settings import UpstreamSettings, check_unique_names
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 ENV_PREFIX = "LOCALLLM_"
@@ -111,6 +112,14 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     models: dict[str, ModelOverride] = Field(default_factory=dict, description="Per-model engine overrides.")
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list, description="Stronger models elsewhere ([[upstreams]] tables): cloud APIs or on-prem.")
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique_upstreams(cls, value: list[UpstreamSettings]) -> list[UpstreamSettings]:
+        check_unique_names(value)
+        return value
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -140,7 +149,7 @@ def _leaf_fields() -> dict[str, type]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             for sub, sub_info in annotation.model_fields.items():
                 leaves[f"{name}.{sub}"] = sub_info.annotation
-        elif name != "models":
+        elif name not in ("models", "upstreams"):  # tables, set in the file only
             leaves[name] = annotation
     return leaves
 
@@ -166,7 +175,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and dotted != "models":
+        if isinstance(value, dict) and dotted not in ("models", "upstreams"):
             flat.update(_flatten(value, dotted + "."))
         else:
             flat[dotted] = value
@@ -259,6 +268,9 @@ def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str, str]]
         if dotted == "models_dir":
             shown = f"{settings.resolved_models_dir}" + (" (default)" if value is None else "")
         rows.append((dotted, shown, loaded.sources.get(dotted, "default"), info.description or ""))
+    for upstream in settings.upstreams:
+        described = f"{upstream.kind} {upstream.url} model={upstream.model} trust={upstream.trust}"
+        rows.append((f"upstreams.{upstream.name}", described, loaded.sources.get("upstreams", "file"), ""))
     for model, override in settings.models.items():
         for name, value in override.model_dump().items():
             if value is not None:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 ROUTE_HEADER = "X-LocalLLM-Route"
 CACHE_HEADER = "X-LocalLLM-Cache"
 SIMILARITY_HEADER = "X-LocalLLM-Cache-Similarity"
+FALLBACK_HEADER = "X-LocalLLM-Fallback-Reason"
 
 
 async def read_json(request: web.Request) -> object:
@@ -82,6 +83,8 @@ def served_by(gen: Generation) -> dict[str, str]:
         headers[CACHE_HEADER] = gen.cache
     if gen.similarity is not None:
         headers[SIMILARITY_HEADER] = f"{gen.similarity:.4f}"
+    if gen.fallback_reason is not None:
+        headers[FALLBACK_HEADER] = gen.fallback_reason
     return headers
 
 
@@ -135,6 +138,10 @@ async def list_models(request: web.Request) -> web.Response:
     started = int(request.app[STARTED_AT])
     data = [{"id": s.model_name, "object": "model", "created": started, "owned_by": "localllm"}
             for s in request.app[REGISTRY].all()]
+    upstreams = request.app[PIPELINE].upstreams
+    for name in upstreams.names() if upstreams is not None else []:
+        model = upstreams.get(name).settings.model
+        data.append({"id": f"{name}/{model}", "object": "model", "created": started, "owned_by": name})
     return web.json_response({"object": "list", "data": data})
 
 
@@ -147,8 +154,17 @@ async def health(request: web.Request) -> web.Response:
     process = psutil.Process()
     payload = {"status": status, "models": models, "uptime_s": round(time.time() - request.app[STARTED_AT], 1),
                "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1),
-               "cache": services.cache_state if services is not None else "off"}
+               "cache": services.cache_state if services is not None else "off",
+               "upstreams": _upstream_states(request.app)}
     return web.json_response(payload, status=200 if ready else 503)
+
+
+def _upstream_states(app: web.Application) -> list[dict]:
+    upstreams = app[PIPELINE].upstreams if PIPELINE in app else None
+    if upstreams is None:
+        return []
+    return [{"name": state.name, "circuit": state.state, "failures": state.consecutive_failures,
+             "half_open_in_s": round(state.seconds_until_half_open, 1)} for state in upstreams.states()]
 
 
 def add_routes(app: web.Application) -> None:

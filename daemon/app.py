@@ -11,11 +11,12 @@ from aiohttp import web
 
 from localllm.config import Settings
 from localllm.errors import LocalLLMError, PayloadTooLarge, ServiceUnavailable
+from localllm.fallback.upstream_registry import UpstreamRegistry
 from localllm.store.request_log import RequestRecord
 
 from .api_openai import add_routes
 from .api_store import add_store_routes
-from .app_keys import PIPELINE, REGISTRY, SERVICES, SETTINGS, STARTED_AT
+from .app_keys import PIPELINE, REGISTRY, SERVICES, SETTINGS, STARTED_AT, UPSTREAMS
 from .model_registry import ModelRegistry
 from .pipeline import Pipeline
 from .request_context import DEFAULT_NAMESPACE, NAMESPACE_HEADER
@@ -85,6 +86,8 @@ def create_app(settings: Settings, registry: ModelRegistry, *, api_token: str | 
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[STARTED_AT] = time.time()
+    app[UPSTREAMS] = UpstreamRegistry(settings.upstreams) if settings.upstreams else None
+    app.on_cleanup.append(_close_upstreams)
     add_routes(app)
     add_store_routes(app)
     if manage_models:
@@ -101,7 +104,13 @@ def _install_services(app: web.Application, services: Services) -> None:
     if services.cache is not None:
         services.cache_state = "on"
     app[PIPELINE] = Pipeline(app[REGISTRY], cache=services.cache, embedder=services.embedder,
-                             request_log=services.request_log, cache_settings=app[SETTINGS].cache)
+                             request_log=services.request_log, cache_settings=app[SETTINGS].cache,
+                             upstreams=app[UPSTREAMS])
+
+
+async def _close_upstreams(app: web.Application) -> None:
+    if app[UPSTREAMS] is not None:
+        await app[UPSTREAMS].close()
 
 
 async def _services_lifecycle(app: web.Application) -> AsyncIterator[None]:

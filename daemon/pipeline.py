@@ -23,6 +23,8 @@ import numpy as np
 
 from localllm.config import CacheSettings
 from localllm.errors import LocalLLMError
+from localllm.fallback.errors import UpstreamError
+from localllm.fallback.upstream_registry import UpstreamRegistry
 from localllm.store.cache_keys import scope_sha256
 from localllm.store.request_log import RequestLog, RequestRecord, prompt_sha256
 from localllm.store.semantic_cache import CachedAnswer, SemanticCache
@@ -31,6 +33,7 @@ from .engine import Finished, GenerationJob, TextDelta
 from .model_registry import ModelRegistry
 from .openai_requests import ChatCompletionRequest, CompletionRequest, _Generation
 from .request_context import RequestContext
+from .upstream_route import OpenedUpstream, cost_usd, open_upstream, upstream_named
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class Generation:
     events: AsyncIterator[TextDelta | Finished]
     cache: str | None = None  # hit | miss | bypass; None when no cache is configured
     similarity: float | None = None
+    fallback_reason: str | None = None  # an upstream was asked for but the answer is local
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -59,8 +63,10 @@ class _CacheKey:
 
 class Pipeline:
     def __init__(self, registry: ModelRegistry, *, cache: SemanticCache | None = None, embedder=None,
-                 request_log: RequestLog | None = None, cache_settings: CacheSettings | None = None):
+                 request_log: RequestLog | None = None, cache_settings: CacheSettings | None = None,
+                 upstreams: UpstreamRegistry | None = None):
         self.registry = registry
+        self.upstreams = upstreams
         self.cache = cache
         self.embedder = embedder
         self.request_log = request_log
@@ -68,16 +74,39 @@ class Pipeline:
 
     async def chat(self, request: ChatCompletionRequest, ctx: RequestContext | None = None) -> Generation:
         ctx = ctx or RequestContext()
-        scheduler = self.registry.get(request.model)
         messages = request.template_messages()
+        upstream = upstream_named(self.upstreams, request.model)
+        fallback_reason = None
+        if upstream is not None:
+            record = self._record("chat", ctx, upstream.settings.model, request, messages)
+            record.upstream = upstream.name
+            try:
+                opened = await open_upstream(upstream, request, messages)
+            except UpstreamError as exc:
+                # Degrade, don't fail: answer with the local model and say why.
+                log.info("upstream %s failed before answering (%s); answering locally", upstream.name, exc.reason)
+                fallback_reason = exc.reason
+            else:
+                return self._relay(opened, record, ctx.started_at)
+            scheduler = self.registry.default
+        else:
+            scheduler = self.registry.get(request.model)
+        return await self._chat_locally(scheduler, request, messages, ctx, fallback_reason)
+
+    async def _chat_locally(self, scheduler, request: ChatCompletionRequest, messages: list[dict],
+                            ctx: RequestContext, fallback_reason: str | None) -> Generation:
         record = self._record("chat", ctx, scheduler.model_name, request, messages)
+        record.fallback_reason = fallback_reason
         key = self._chat_cache_key(request, scheduler.model_name, messages)
         gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
         hit, outcome, vector = await self._consult_cache(key, request, ctx)
         if hit is not None:
-            return self._replay(gen_id, scheduler.model_name, hit, record, ctx.started_at)
-        prompt_tokens = await scheduler.render_and_tokenize(messages)
-        return self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx)
+            gen = self._replay(gen_id, scheduler.model_name, hit, record, ctx.started_at)
+        else:
+            prompt_tokens = await scheduler.render_and_tokenize(messages)
+            gen = self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx)
+        gen.fallback_reason = fallback_reason
+        return gen
 
     async def complete(self, request: CompletionRequest, ctx: RequestContext | None = None) -> Generation:
         ctx = ctx or RequestContext()
@@ -191,6 +220,49 @@ class Pipeline:
             await self.cache.store(namespace, key.scope, key.question, vector, model, text, finish_reason, usage)
         except Exception:  # a cache write must never fail the answer it would cache
             log.exception("semantic cache store failed")
+
+    # -- upstreams --------------------------------------------------------------
+
+    def _relay(self, opened: OpenedUpstream, record: RequestRecord, started: float) -> Generation:
+        """Pass an upstream's answer through, logging route, tokens and cost at the end."""
+        upstream = opened.upstream
+        record.route = upstream.settings.trust  # onprem | cloud
+        gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
+
+        async def events() -> AsyncIterator[TextDelta | Finished]:
+            parts: list[str] = []
+            finished = False
+            event = opened.first
+            try:
+                while True:
+                    if isinstance(event, TextDelta):
+                        if not parts:
+                            record.ttft_ms = _ms_since(started)
+                        parts.append(event.text)
+                    else:
+                        finished = True
+                        record.prompt_tokens, record.completion_tokens = event.prompt_tokens, event.completion_tokens
+                        record.answer_text = "".join(parts)
+                        record.cost_usd = cost_usd(upstream, event)
+                        await self._finish_record(record, started, 200)
+                    yield event
+                    if finished:
+                        return
+                    event = await anext(opened.rest)
+            except StopAsyncIteration:
+                return
+            except LocalLLMError as exc:
+                self._finish_record_soon(record, started, exc.status, type(exc).__name__)
+                exc.logged = True
+                raise
+            except (GeneratorExit, asyncio.CancelledError):
+                if not finished:
+                    self._finish_record_soon(record, started, 499, "ClientDisconnected")
+                raise
+            finally:
+                await opened.rest.aclose()
+
+        return Generation(gen_id, upstream.settings.model, record.route, 0, events())
 
     # -- request log -----------------------------------------------------------
 

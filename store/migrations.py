@@ -55,3 +55,10 @@ def semantic_cache(db: Database) -> None:
     }, pk="id", not_null={"namespace", "scope_sha256", "text_sha256", "embedding", "answer"}, defaults={"hits": 0})
     db["cache_entries"].create_index(["namespace", "scope_sha256", "text_sha256"])
     db["cache_entries"].create_index(["last_used_at"])
+
+
+@MIGRATIONS(name="0003_request_upstream_cost")
+def request_upstream_cost(db: Database) -> None:
+    db["requests"].add_column("upstream", str)        # which [[upstreams]] entry served it, if any
+    db["requests"].add_column("cost_usd", float)      # at the upstream's configured prices
+    db["requests"].add_column("fallback_reason", str)  # why an upstream request was answered locally

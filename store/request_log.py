@@ -32,6 +32,9 @@ class RequestRecord:
     latency_ms: float | None = None
     error_class: str | None = None
     prompt_sha256: str | None = None
+    upstream: str | None = None
+    cost_usd: float | None = None
+    fallback_reason: str | None = None
     prompt_text: str | None = None
     answer_text: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))

@@ -1,0 +1,130 @@
+"""Asking the daemon for an upstream model: proxied through, or answered locally when the
+upstream fails before its first byte. Fake cloud on 127.0.0.1, official openai SDK as client."""
+
+from __future__ import annotations
+
+import json
+
+import keyring
+import openai
+import pytest
+
+from localllm.config import DEFAULT_MODEL
+from localllm.fallback.upstream_settings import UpstreamSettings
+from localllm.store.database import open_database
+
+from ..cli.test_token_cli import MemoryKeyring
+from ..conftest import make_settings
+from ..fallback.conftest import SENTINEL_KEY
+from ..fallback.fake_upstream import FakeUpstream, Fault
+from .test_api_openai import sdk
+
+
+@pytest.fixture
+async def fake_cloud():
+    server = await FakeUpstream().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def upstream_key():
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    backend.set_password("localllm-upstream", "cloudy", SENTINEL_KEY)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def settings_with(server: FakeUpstream, **upstream):
+    values = {"name": "cloudy", "kind": "openai", "base_url": server.openai_base_url, "trust": "cloud",
+              "model": "gpt-test", "price_input_per_mtok": 1.0, "price_output_per_mtok": 2.0,
+              "connect_timeout_s": 1, "first_byte_timeout_s": 1, "timeout_s": 5, "max_retries": 1, **upstream}
+    return make_settings(cache={"enabled": False}).model_copy(
+        update={"upstreams": [UpstreamSettings.model_validate(values)]})
+
+
+async def test_upstream_model_is_proxied_with_route_cost_and_key(make_client, fake_cloud, upstream_key):
+    client = sdk(await make_client(settings_with(fake_cloud)))
+    raw = await client.chat.completions.with_raw_response.create(
+        model="cloudy/gpt-test", messages=[{"role": "user", "content": "Capital of France?"}], max_tokens=50)
+    assert raw.headers["X-LocalLLM-Route"] == "cloud"
+    answer = raw.parse()
+    assert answer.choices[0].message.content == fake_cloud.text
+    assert fake_cloud.received[-1].headers["Authorization"] == f"Bearer {SENTINEL_KEY}"
+    assert fake_cloud.received[-1].body["model"] == "gpt-test"
+    row = next(open_database().query("SELECT * FROM requests ORDER BY id DESC LIMIT 1"))
+    assert (row["route"], row["upstream"], row["status"]) == ("cloud", "cloudy", 200)
+    expected = (row["prompt_tokens"] * 1.0 + row["completion_tokens"] * 2.0) / 1e6
+    assert row["cost_usd"] == pytest.approx(expected) and row["cost_usd"] > 0
+
+
+async def test_upstream_stream_reaches_the_sdk(make_client, fake_cloud, upstream_key):
+    client = sdk(await make_client(settings_with(fake_cloud)))
+    stream = await client.chat.completions.create(model="cloudy", messages=[{"role": "user", "content": "Hi"}],
+                                                  stream=True, stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == fake_cloud.text
+    assert chunks[-1].usage.prompt_tokens == fake_cloud.prompt_tokens
+
+
+@pytest.mark.parametrize("fault, reason", [
+    (Fault("http_500"), "http_5xx"),
+    (Fault("slow_first_byte", delay_s=3), "timeout"),
+    (Fault("reset"), "connect"),
+])
+async def test_failing_upstream_is_answered_locally_with_the_reason(make_client, fake_cloud, upstream_key,
+                                                                    fault, reason):
+    fake_cloud.fail_always(fault)
+    client = sdk(await make_client(settings_with(fake_cloud)))
+    raw = await client.chat.completions.with_raw_response.create(
+        model="cloudy", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=4, temperature=0)
+    assert raw.headers["X-LocalLLM-Route"] == "local"
+    assert raw.headers["X-LocalLLM-Fallback-Reason"] == reason
+    answer = raw.parse()
+    assert answer.model == DEFAULT_MODEL and answer.choices[0].message.content
+    row = next(open_database().query("SELECT route, fallback_reason FROM requests ORDER BY id DESC LIMIT 1"))
+    assert (row["route"], row["fallback_reason"]) == ("local", reason)
+
+
+async def test_missing_key_falls_back_locally_and_says_so(make_client, fake_cloud):
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        client = sdk(await make_client(settings_with(fake_cloud)))
+        raw = await client.chat.completions.with_raw_response.create(
+            model="cloudy", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    finally:
+        keyring.set_keyring(previous)
+    assert raw.headers["X-LocalLLM-Fallback-Reason"] == "no_key"
+    assert fake_cloud.received == []
+
+
+async def test_wrong_model_for_an_upstream_is_404(make_client, fake_cloud, upstream_key):
+    client = sdk(await make_client(settings_with(fake_cloud)))
+    with pytest.raises(openai.NotFoundError) as info:
+        await client.chat.completions.create(model="cloudy/other-model", messages=[{"role": "user", "content": "x"}])
+    assert "gpt-test" in info.value.body["message"]
+    models = [m.id for m in (await client.models.list()).data]
+    assert models == [DEFAULT_MODEL, "cloudy/gpt-test"]
+
+
+async def test_sentinel_key_never_leaks(make_client, fake_cloud, upstream_key, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    server = await make_client(settings_with(fake_cloud))
+    client = sdk(server)
+    fake_cloud.fail_next(Fault("http_401"), Fault("http_500"))
+    bodies = []
+    for _ in range(3):
+        raw = await client.chat.completions.with_raw_response.create(
+            model="cloudy", messages=[{"role": "user", "content": "x"}], max_tokens=2)
+        bodies.append(raw.http_response.text)
+        bodies.append(json.dumps(dict(raw.headers)))
+    health = await server.get("/health")
+    bodies.append(await health.text())
+    rows = json.dumps([dict(r) for r in open_database().query("SELECT * FROM requests")])
+    everything = "\n".join(bodies + [rows, caplog.text])
+    assert SENTINEL_KEY not in everything
