@@ -88,8 +88,9 @@ class StoreSettings(_Section):
 class CacheSettings(_Section):
     enabled: bool = Field(True, description="Answer repeated and paraphrased questions from the semantic cache.")
     embedder: Literal["auto", "sentence-transformers", "onnx"] = Field(
-        "auto", description="Embedding backend: sentence-transformers (PyTorch), onnx (no PyTorch), "
-        "auto = sentence-transformers when installed, else onnx.")
+        "auto", description="Embedding backend: onnx (int8, no PyTorch), sentence-transformers (PyTorch), "
+        "auto = onnx when installed (faster, and PyTorch in the daemon slows llama.cpp down), else "
+        "sentence-transformers.")
     ttl_s: float = Field(7 * 24 * 3600, gt=0, description="Seconds a cached answer stays valid.")
     max_entries: int = Field(100_000, ge=1, description="Entries kept; the least recently used go first.")
     allow_nondeterministic: bool = Field(

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,19 +159,13 @@ class Pipeline:
         record.route, record.cache = "cache", "hit"
         usage = hit.usage
 
-        async def events() -> AsyncIterator[TextDelta | Finished]:
-            parts = _REPLAY_PIECES.findall(hit.text)
-            for i, piece in enumerate(parts):
-                if i == 0:
-                    record.ttft_ms = _ms_since(started)
+        async def replayed() -> AsyncIterator[TextDelta | Finished]:
+            for piece in _REPLAY_PIECES.findall(hit.text):
                 yield TextDelta(piece)
-            record.prompt_tokens, record.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
-            record.answer_text = hit.text
-            await self._finish_record(record, started, 200)
             yield Finished(hit.finish_reason, usage["prompt_tokens"], usage["completion_tokens"])
 
-        return Generation(gen_id, model, "cache", usage["prompt_tokens"], events(), cache="hit",
-                          similarity=hit.similarity)
+        return Generation(gen_id, model, "cache", usage["prompt_tokens"], self._observe(replayed(), record, started),
+                          cache="hit", similarity=hit.similarity)
 
     # -- generation ------------------------------------------------------------
 
@@ -181,39 +175,15 @@ class Pipeline:
         job = GenerationJob(prompt_tokens, max_tokens, request.sampling())
         record.route, record.cache = "local", outcome
         store = outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
-        started = ctx.started_at
 
-        async def events() -> AsyncIterator[TextDelta | Finished]:
-            parts: list[str] = []
-            finished = False
-            try:
-                async for event in scheduler.stream(job):
-                    if isinstance(event, TextDelta):
-                        if not parts:
-                            record.ttft_ms = _ms_since(started)
-                        parts.append(event.text)
-                    else:
-                        finished = True
-                        text = "".join(parts)
-                        record.prompt_tokens, record.completion_tokens = event.prompt_tokens, event.completion_tokens
-                        record.answer_text = text
-                        writes = [self._finish_record(record, started, 200)]
-                        if store:
-                            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
-                            writes.append(self._store(ctx.namespace, key, vector, scheduler.model_name, text,
-                                                      event.finish_reason, usage))
-                        await asyncio.gather(*writes)
-                    yield event
-            except LocalLLMError as exc:
-                self._finish_record_soon(record, started, exc.status, type(exc).__name__)
-                exc.logged = True  # the HTTP edge must not log it a second time
-                raise
-            except (GeneratorExit, asyncio.CancelledError):
-                if not finished:  # the client left before the end: never cached, logged as 499
-                    self._finish_record_soon(record, started, 499, "ClientDisconnected")
-                raise
+        def store_answer(text: str, event: Finished):
+            if not store:
+                return None
+            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
+            return self._store(ctx.namespace, key, vector, scheduler.model_name, text, event.finish_reason, usage)
 
-        return Generation(gen_id, scheduler.model_name, "local", len(prompt_tokens), events(), cache=outcome)
+        events = self._observe(scheduler.stream(job), record, ctx.started_at, store_answer)
+        return Generation(gen_id, scheduler.model_name, "local", len(prompt_tokens), events, cache=outcome)
 
     async def _store(self, namespace, key: _CacheKey, vector, model, text, finish_reason, usage) -> None:
         try:
@@ -221,48 +191,50 @@ class Pipeline:
         except Exception:  # a cache write must never fail the answer it would cache
             log.exception("semantic cache store failed")
 
-    # -- upstreams --------------------------------------------------------------
-
     def _relay(self, opened: OpenedUpstream, record: RequestRecord, started: float) -> Generation:
         """Pass an upstream's answer through, logging route, tokens and cost at the end."""
         upstream = opened.upstream
         record.route = upstream.settings.trust  # onprem | cloud
         gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
 
-        async def events() -> AsyncIterator[TextDelta | Finished]:
-            parts: list[str] = []
-            finished = False
-            event = opened.first
-            try:
-                while True:
-                    if isinstance(event, TextDelta):
-                        if not parts:
-                            record.ttft_ms = _ms_since(started)
-                        parts.append(event.text)
-                    else:
-                        finished = True
-                        record.prompt_tokens, record.completion_tokens = event.prompt_tokens, event.completion_tokens
-                        record.answer_text = "".join(parts)
-                        record.cost_usd = cost_usd(upstream, event)
-                        await self._finish_record(record, started, 200)
-                    yield event
-                    if finished:
-                        return
-                    event = await anext(opened.rest)
-            except StopAsyncIteration:
-                return
-            except LocalLLMError as exc:
-                self._finish_record_soon(record, started, exc.status, type(exc).__name__)
-                exc.logged = True
-                raise
-            except (GeneratorExit, asyncio.CancelledError):
-                if not finished:
-                    self._finish_record_soon(record, started, 499, "ClientDisconnected")
-                raise
-            finally:
-                await opened.rest.aclose()
+        def price(_text: str, event: Finished) -> None:
+            record.cost_usd = cost_usd(upstream, event)
 
-        return Generation(gen_id, upstream.settings.model, record.route, 0, events())
+        events = self._observe(_prepend(opened.first, opened.rest), record, started, price)
+        return Generation(gen_id, upstream.settings.model, record.route, 0, events)
+
+    async def _observe(self, source: AsyncIterator[TextDelta | Finished], record: RequestRecord, started: float,
+                       on_finished: Callable[[str, Finished], Awaitable | None] | None = None
+                       ) -> AsyncIterator[TextDelta | Finished]:
+        """Pass ``source``'s events on. The request is logged (and ``on_finished``'s work done)
+        before the Finished event goes out, so a client that saw the end has a committed row;
+        errors and clients that leave early are logged too, and their answers never cached."""
+        parts: list[str] = []
+        finished = False
+        try:
+            async for event in source:
+                if isinstance(event, TextDelta):
+                    if not parts:
+                        record.ttft_ms = _ms_since(started)
+                    parts.append(event.text)
+                else:
+                    finished = True
+                    text = "".join(parts)
+                    record.prompt_tokens, record.completion_tokens = event.prompt_tokens, event.completion_tokens
+                    record.answer_text = text
+                    extra = on_finished(text, event) if on_finished else None
+                    await asyncio.gather(self._finish_record(record, started, 200), *([extra] if extra else []))
+                yield event
+        except LocalLLMError as exc:
+            self._finish_record_soon(record, started, exc.status, type(exc).__name__)
+            exc.logged = True  # the HTTP edge must not log it a second time
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            if not finished:  # the client left before the end
+                self._finish_record_soon(record, started, 499, "ClientDisconnected")
+            raise
+        finally:
+            await source.aclose()
 
     # -- request log -----------------------------------------------------------
 
@@ -289,6 +261,15 @@ def _sampling_scope(request: _Generation) -> dict:
     return {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
             "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": sampling.seed,
             "stop": list(sampling.stop), "max_tokens": request.max_tokens}
+
+
+async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
+    try:
+        yield first
+        async for event in rest:
+            yield event
+    finally:
+        await rest.aclose()
 
 
 def _render_messages(messages: list[dict]) -> str:

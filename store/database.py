@@ -13,6 +13,7 @@ from pathlib import Path
 import sqlite_utils
 
 from localllm import paths
+from localllm.errors import ConfigError
 
 from .migrations import MIGRATIONS
 
@@ -37,16 +38,32 @@ def open_database(path: Path | None = None, *, migrate: bool = True) -> sqlite_u
     # Prompts may live here; WAL and journal side files inherit this umask.
     old_umask = os.umask(0o077)
     try:
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         db = sqlite_utils.Database(conn)
-        db.execute("PRAGMA busy_timeout = 10000")
         db.enable_wal()
         # WAL + NORMAL: a committed transaction survives a killed process (kill -9);
         # only a power cut can lose the last commits. FULL would fsync every commit.
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         if migrate:
-            MIGRATIONS.apply(db)
+            _migrate(db)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"Cannot open the database {path}: {exc}. If another localllm process is starting, "
+                          "retry; otherwise check the file (PRAGMA integrity_check) and its permissions.") from None
     finally:
         os.umask(old_umask)
     return db
+
+
+def _migrate(db: sqlite_utils.Database) -> None:
+    """Apply pending migrations under one write lock, so two processes starting at
+    once (a daemon and a CLI command) never both apply the same migration."""
+    if not MIGRATIONS.pending(db):
+        return
+    db.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for the other process to finish
+    try:
+        MIGRATIONS.apply(db)  # each migration runs in a savepoint inside this transaction
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -8,6 +8,9 @@ import os
 import shutil
 from pathlib import Path
 
+import keyring
+import keyring.backend
+import keyring.errors
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -112,3 +115,33 @@ def make_client(aiohttp_client, shared_registry, open_test_services):
         return await aiohttp_client(app)
 
     return start
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A keyring backend kept in memory, standing in for the desktop's Secret Service."""
+
+    priority = 1
+
+    def __init__(self):
+        super().__init__()
+        self.items: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service, username):
+        return self.items.get((service, username))
+
+    def set_password(self, service, username, password):
+        self.items[(service, username)] = password
+
+    def delete_password(self, service, username):
+        if self.items.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError("not found")
+
+
+@pytest.fixture
+def memory_keyring():
+    """The OS keyring replaced by an in-memory one for the test (this machine has no keyring service)."""
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)

@@ -3,43 +3,12 @@
 from __future__ import annotations
 
 import keyring
-import keyring.backend
 import keyring.backends.fail
-import pytest
 from click.testing import CliRunner
 
 from localllm.cli.main import cli
 from localllm.config import load_settings
 from localllm.daemon.tokens import resolve_api_token
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A keyring backend kept in memory, standing in for the desktop's Secret Service."""
-
-    priority = 1
-
-    def __init__(self):
-        super().__init__()
-        self.items: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service, username):
-        return self.items.get((service, username))
-
-    def set_password(self, service, username, password):
-        self.items[(service, username)] = password
-
-    def delete_password(self, service, username):
-        if self.items.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError("not found")
-
-
-@pytest.fixture
-def memory_keyring():
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
 
 
 def test_token_set_from_stdin_is_used_by_the_daemon(memory_keyring):

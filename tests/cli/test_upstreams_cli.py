@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import keyring
 import pytest
 from click.testing import CliRunner
 
@@ -14,7 +13,6 @@ from localllm.cli.main import cli
 
 from ..fallback.conftest import SENTINEL_KEY
 from ..fallback.fake_upstream import FakeUpstream, Fault
-from .test_token_cli import MemoryKeyring
 
 
 @pytest.fixture
@@ -37,15 +35,6 @@ def fake_cloud_thread():
     asyncio.run_coroutine_threadsafe(holder["server"].stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
-
-
-@pytest.fixture
-def memory_keyring():
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
 
 
 def configure(server: FakeUpstream) -> None:

@@ -13,8 +13,7 @@ from localllm.config import DEFAULT_MODEL
 from localllm.fallback.upstream_settings import UpstreamSettings
 from localllm.store.database import open_database
 
-from ..cli.test_token_cli import MemoryKeyring
-from ..conftest import make_settings
+from ..conftest import MemoryKeyring, make_settings
 from ..fallback.conftest import SENTINEL_KEY
 from ..fallback.fake_upstream import FakeUpstream, Fault
 from .test_api_openai import sdk

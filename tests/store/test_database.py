@@ -61,3 +61,21 @@ def test_failed_migration_rolls_back(tmp_path):
         broken.apply(db)
     assert "t" not in db.table_names()
     assert broken.pending(db)
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
+    import subprocess
+    import sys
+
+    import time
+
+    path = tmp_path / "race.db"
+    start_at = time.time() + 3  # all processes open the file at the same moment, after their imports
+    code = ("import time, pathlib; from localllm.store.database import open_database; "
+            f"time.sleep(max(0, {start_at} - time.time())); open_database(pathlib.Path({str(path)!r}))")
+    processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+    db = open_database(path)
+    assert len(MIGRATIONS.applied(db)) == len(MIGRATIONS._migrations)
