@@ -16,8 +16,8 @@ $(BIN)/python:
 
 # llama-cpp-python compiles llama.cpp here the first time (about 9 minutes on 2 cores);
 # pip caches the built wheel, so later installs take seconds.
-# PyTorch (for the default sentence-transformers embedder) is pinned to its CPU build
-# first, so nothing later pulls the multi-GB CUDA one.
+# PyTorch (for the optional sentence-transformers embedder, which the tests cover) is
+# pinned to its CPU build first, so nothing later pulls the multi-GB CUDA one.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH_SPEC)
 	$(BIN)/python -m pip install -e '.[torch,test]'

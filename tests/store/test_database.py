@@ -66,7 +66,6 @@ def test_failed_migration_rolls_back(tmp_path):
 def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
     import subprocess
     import sys
-
     import time
 
     path = tmp_path / "race.db"

@@ -9,13 +9,14 @@ from localllm.store.embedder import MAX_TOKENS, MemoizedEmbedder, load_embedder
 
 
 @pytest.fixture(scope="module")
-def onnx():
-    return load_embedder("onnx")
+def onnx(shared_embedder):
+    assert shared_embedder.name == "all-MiniLM-L6-v2-onnx-int8"  # the default backend
+    return shared_embedder
 
 
-def test_default_and_onnx_backends_agree(shared_embedder, onnx):
+def test_sentence_transformers_and_onnx_backends_agree(onnx):
     texts = ["How do I bake bread?", "Recipe for a simple loaf", "Quarterly tax filing deadlines"]
-    a, b = shared_embedder.embed(texts), onnx.embed(texts)
+    a, b = load_embedder("sentence-transformers").embed(texts), onnx.embed(texts)
     assert a.shape == b.shape == (3, 384) and a.dtype == b.dtype == np.float32
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
