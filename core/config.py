@@ -97,6 +97,14 @@ class CacheSettings(_Section):
         False, description="Also cache answers sampled with temperature > 0 and no seed.")
 
 
+class BudgetSettings(_Section):
+    daily_usd: float | None = Field(None, ge=0, description="Spend cap per UTC day across all upstreams.")
+    monthly_usd: float | None = Field(None, ge=0, description="Spend cap per UTC month across all upstreams.")
+    default_max_tokens: int = Field(
+        1024, ge=1, description="max_tokens sent upstream when a request sets none, so the reserved worst "
+        "case is a real bound.")
+
+
 class ModelOverride(_Section):
     """Per-model engine settings (``[models."NAME"]``); unset fields use ``[engine]``."""
 
@@ -112,6 +120,7 @@ class Settings(_Section):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
     models: dict[str, ModelOverride] = Field(default_factory=dict, description="Per-model engine overrides.")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="Stronger models elsewhere ([[upstreams]] tables): cloud APIs or on-prem.")

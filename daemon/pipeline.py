@@ -23,6 +23,7 @@ import numpy as np
 
 from localllm.config import CacheSettings
 from localllm.errors import LocalLLMError
+from localllm.fallback.budget import Budget, Reservation, estimate_prompt_tokens, worst_case_usd
 from localllm.fallback.errors import UpstreamError
 from localllm.fallback.upstream_registry import UpstreamRegistry
 from localllm.store.cache_keys import scope_sha256
@@ -64,9 +65,10 @@ class _CacheKey:
 class Pipeline:
     def __init__(self, registry: ModelRegistry, *, cache: SemanticCache | None = None, embedder=None,
                  request_log: RequestLog | None = None, cache_settings: CacheSettings | None = None,
-                 upstreams: UpstreamRegistry | None = None):
+                 upstreams: UpstreamRegistry | None = None, budget: Budget | None = None):
         self.registry = registry
         self.upstreams = upstreams
+        self.budget = budget
         self.cache = cache
         self.embedder = embedder
         self.request_log = request_log
@@ -80,14 +82,23 @@ class Pipeline:
         if upstream is not None:
             record = self._record("chat", ctx, upstream.settings.model, request, messages)
             record.upstream = upstream.name
+            reservation = None
             try:
-                opened = await open_upstream(upstream, request, messages)
+                max_tokens = request.max_tokens
+                if self.budget is not None:
+                    # An explicit max_tokens makes the reserved worst case a real bound.
+                    max_tokens = max_tokens or self.budget.settings.default_max_tokens
+                    reservation = self.budget.reserve(upstream.name, worst_case_usd(
+                        upstream.settings, estimate_prompt_tokens(messages), max_tokens))
+                opened = await open_upstream(upstream, request, messages, max_tokens)
             except UpstreamError as exc:
                 # Degrade, don't fail: answer with the local model and say why.
+                if reservation is not None:
+                    self.budget.release(reservation)
                 log.info("upstream %s failed before answering (%s); answering locally", upstream.name, exc.reason)
                 fallback_reason = exc.reason
             else:
-                return self._relay(opened, record, ctx.started_at)
+                return self._relay(opened, record, ctx.started_at, reservation)
             scheduler = self.registry.default
         else:
             scheduler = self.registry.get(request.model)
@@ -191,17 +202,29 @@ class Pipeline:
         except Exception:  # a cache write must never fail the answer it would cache
             log.exception("semantic cache store failed")
 
-    def _relay(self, opened: OpenedUpstream, record: RequestRecord, started: float) -> Generation:
-        """Pass an upstream's answer through, logging route, tokens and cost at the end."""
+    def _relay(self, opened: OpenedUpstream, record: RequestRecord, started: float,
+               reservation: Reservation | None) -> Generation:
+        """Pass an upstream's answer through, logging route, tokens and cost at the end,
+        and settling the budget reservation with the real cost."""
         upstream = opened.upstream
         record.route = upstream.settings.trust  # onprem | cloud
         gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
 
         def price(_text: str, event: Finished) -> None:
             record.cost_usd = cost_usd(upstream, event)
+            if reservation is not None:
+                self.budget.settle(reservation, record.cost_usd)
 
-        events = self._observe(_prepend(opened.first, opened.rest), record, started, price)
-        return Generation(gen_id, upstream.settings.model, record.route, 0, events)
+        async def events() -> AsyncIterator[TextDelta | Finished]:
+            try:
+                async for event in self._observe(_prepend(opened.first, opened.rest), record, started, price):
+                    yield event
+            finally:
+                if reservation is not None and reservation.amount:
+                    # Broke off mid-answer: the upstream may have charged for it all; count the worst case.
+                    self.budget.settle(reservation, reservation.amount)
+
+        return Generation(gen_id, upstream.settings.model, record.route, 0, events())
 
     async def _observe(self, source: AsyncIterator[TextDelta | Finished], record: RequestRecord, started: float,
                        on_finished: Callable[[str, Finished], Awaitable | None] | None = None

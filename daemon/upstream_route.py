@@ -50,14 +50,14 @@ def upstream_named(upstreams: UpstreamRegistry | None, model: str) -> ReliableUp
 
 
 async def open_upstream(upstream: ReliableUpstream, request: ChatCompletionRequest,
-                        messages: list[dict]) -> OpenedUpstream:
+                        messages: list[dict], max_tokens: int | None) -> OpenedUpstream:
     """Start the upstream request and wait for its first event; raises UpstreamError if it fails first."""
     key = await asyncio.get_running_loop().run_in_executor(None, get_key, upstream.name)
     if key is None and upstream.settings.kind != "openai-compatible":
         raise NoUpstreamKey(upstream.name, f"No API key for {upstream.name}: run `localllm keys set "
                                            f"{upstream.name}`.", retryable=False)
     sampling = request.sampling()
-    upstream_request = UpstreamRequest(messages=messages, max_tokens=request.max_tokens,
+    upstream_request = UpstreamRequest(messages=messages, max_tokens=max_tokens,
                                        temperature=request.temperature, top_p=request.top_p,
                                        stop=list(sampling.stop), seed=request.seed)
     events = upstream.stream_chat(upstream_request, key).__aiter__()

@@ -44,6 +44,8 @@ class UpstreamSettings(BaseModel):
         20.0, gt=0, le=3600, description="Seconds to wait for the first token, and the longest silence allowed "
         "between tokens once streaming (a longer gap counts as a stalled stream).")
     max_concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight to this upstream at once.")
+    daily_budget_usd: float | None = Field(None, ge=0, description="Spend cap per UTC day for this upstream.")
+    monthly_budget_usd: float | None = Field(None, ge=0, description="Spend cap per UTC month for this upstream.")
     max_retries: int = Field(2, ge=0, le=10, description="Retries on connection errors, 429 and 5xx, "
                              "only before the first token has been passed on.")
 

@@ -127,3 +127,30 @@ async def test_sentinel_key_never_leaks(make_client, fake_cloud, upstream_key, c
     rows = json.dumps([dict(r) for r in open_database().query("SELECT * FROM requests")])
     everything = "\n".join(bodies + [rows, caplog.text])
     assert SENTINEL_KEY not in everything
+
+
+async def test_parallel_requests_never_overshoot_the_budget(make_client, upstream_key):
+    import asyncio
+
+    from localllm.config import BudgetSettings
+
+    server = await FakeUpstream(chunk_delay_s=0.05).start()
+    try:
+        # Worst case per request: ~24 prompt tokens at $1/M + 10 answer tokens at $1000/M = ~$0.01.
+        settings = settings_with(server, price_input_per_mtok=1.0, price_output_per_mtok=1000.0)
+        settings = settings.model_copy(update={"budget": BudgetSettings(daily_usd=0.035)})
+        client = sdk(await make_client(settings))
+
+        async def one(i):
+            raw = await client.chat.completions.with_raw_response.create(
+                model="cloudy", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=10, temperature=0)
+            return raw.headers["X-LocalLLM-Route"], raw.headers.get("X-LocalLLM-Fallback-Reason")
+
+        results = await asyncio.gather(*(one(i) for i in range(10)))
+    finally:
+        await server.stop()
+    routes = [route for route, _ in results]
+    assert "cloud" in routes
+    assert ("local", "budget") in results
+    spent = sum(row["cost_usd"] or 0 for row in open_database().query("SELECT cost_usd FROM requests"))
+    assert 0 < spent <= 0.035
