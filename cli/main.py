@@ -15,6 +15,7 @@ from .keys_cmd import keys_group
 from .logs_cmd import logs_command
 from .models_cmd import models_group, pull_command
 from .serve_cmd import serve_command
+from .stats_cmd import stats_command
 from .status_cmd import status_command
 from .token_cmd import token_group
 from .upstreams_cmd import upstreams_group
@@ -40,6 +41,7 @@ cli.add_command(logs_command, name="logs")
 cli.add_command(cache_group, name="cache")
 cli.add_command(keys_group, name="keys")
 cli.add_command(upstreams_group, name="upstreams")
+cli.add_command(stats_command, name="stats")
 
 
 def main() -> None:
