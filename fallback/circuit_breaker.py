@@ -81,6 +81,15 @@ class CircuitBreaker:
                             self.name, self._failures, self.cooldown_s)
             self._state, self._opened_at, self._probe_in_flight = "open", self._clock(), False
 
+    def trip(self) -> None:
+        """Open now, without waiting for the failure threshold: the network looks down, and
+        each further attempt would cost a whole connect timeout before the local answer."""
+        if self._state != "open":
+            log.warning("upstream %s: unreachable (network down?); circuit open, retrying in %.0f s",
+                        self.name, self.cooldown_s)
+        self._failures += 1
+        self._state, self._opened_at, self._probe_in_flight = "open", self._clock(), False
+
     def record_abandoned(self, was_probe: bool) -> None:
         """The caller left before an outcome (client disconnect): no verdict, free the probe."""
         if was_probe:

@@ -35,6 +35,9 @@ class UpstreamUnreachable(UpstreamError):
 
     reason = "connect"
     retryable = True
+    # True when it looks like the network is down (connect timeout, name lookup failed):
+    # the breaker then opens at once instead of after several slow failures.
+    offline = False
 
 
 class UpstreamTimeout(UpstreamError):

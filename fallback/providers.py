@@ -78,8 +78,10 @@ class Provider:
             # Not chained: some aiohttp exceptions (ClientResponseError) hold the request headers, key included.
             # A connect timeout is what an offline box looks like: another attempt would only
             # triple the wait before the local answer. Refused or reset connections fail fast; retry those.
-            raise UpstreamUnreachable(self.name, self._connection_message(exc),
-                                      retryable=not isinstance(exc, aiohttp.ConnectionTimeoutError)) from None
+            error = UpstreamUnreachable(self.name, self._connection_message(exc),
+                                        retryable=not isinstance(exc, aiohttp.ConnectionTimeoutError))
+            error.offline = isinstance(exc, OFFLINE_ERRORS)
+            raise error from None
         except (UnicodeDecodeError, ValueError) as exc:  # ValueError: a line past aiohttp's limit
             raise UpstreamBadResponse(self.name, f"Upstream {self.name!r} sent an unreadable stream: "
                                       f"{type(exc).__name__}.") from None
@@ -149,6 +151,10 @@ class Provider:
             detail = f"no connection within {self.settings.connect_timeout_s:g} s"
         return (f"Could not reach upstream {self.name!r} at {self.settings.url} ({detail}). "
                 "Check the network and base_url in [[upstreams]]; meanwhile localllm answers locally.")
+
+
+# What a box whose network is down sees: connects that time out, names that don't resolve.
+OFFLINE_ERRORS = (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorDNSError)
 
 
 def retry_after_seconds(headers) -> float | None:

@@ -84,6 +84,8 @@ class ReliableUpstream:
             if not verdict:
                 if exc.reason == "http_4xx":
                     self.breaker.record_success()  # it answered: the request was wrong, not the upstream
+                elif getattr(exc, "offline", False):
+                    self.breaker.trip()
                 else:
                     self.breaker.record_failure()
                 verdict = True

@@ -190,3 +190,19 @@ async def test_full_upstream_turns_away_after_first_byte_timeout(fake_upstream, 
     assert upstream.breaker.state.consecutive_failures == 0
     assert (await first)[0] == FULL_TEXT
     assert len(fake_upstream.received) == 1
+
+
+async def test_an_offline_upstream_is_skipped_at_once_after_one_timeout(make_registry, unanswered_port):
+    from localllm.fallback.errors import CircuitOpen
+
+    settings = UpstreamSettings(name="offline", kind="openai-compatible", base_url=f"http://127.0.0.1:{unanswered_port}",
+                                trust="onprem", model="m", connect_timeout_s=0.3, max_retries=2)
+    upstream = make_registry(settings).get("offline")
+    with pytest.raises(UpstreamUnreachable) as first:
+        await collect(upstream)
+    assert first.value.offline
+    started = time.monotonic()
+    with pytest.raises(CircuitOpen):
+        await collect(upstream)
+    assert time.monotonic() - started < 0.05  # no second connect timeout
+    assert upstream.breaker.state.state == "open"
