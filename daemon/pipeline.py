@@ -34,7 +34,7 @@ from .engine import Finished, GenerationJob, TextDelta
 from .model_registry import ModelRegistry
 from .openai_requests import ChatCompletionRequest, CompletionRequest, _Generation
 from .request_context import RequestContext
-from .upstream_route import OpenedUpstream, cost_usd, open_upstream, upstream_named
+from .upstream_route import OpenedUpstream, buffer_answer, cost_usd, open_upstream, upstream_named
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Pipeline:
             record = self._record("chat", ctx, upstream.settings.model, request, messages)
             record.upstream = upstream.name
             reservation = None
+            opened = None
             try:
                 max_tokens = request.max_tokens
                 if self.budget is not None:
@@ -91,11 +92,16 @@ class Pipeline:
                     reservation = self.budget.reserve(upstream.name, worst_case_usd(
                         upstream.settings, estimate_prompt_tokens(messages), max_tokens))
                 opened = await open_upstream(upstream, request, messages, max_tokens)
+                if not request.stream:
+                    # Nothing reaches a non-streaming client before the end, so a failure
+                    # anywhere in the upstream's answer can still be answered locally.
+                    opened = await buffer_answer(opened)
             except UpstreamError as exc:
                 # Degrade, don't fail: answer with the local model and say why.
                 if reservation is not None:
-                    self.budget.release(reservation)
-                log.info("upstream %s failed before answering (%s); answering locally", upstream.name, exc.reason)
+                    # Once the upstream had begun, it may bill for the attempt: count the worst case.
+                    self.budget.settle(reservation, reservation.amount if opened is not None else 0.0)
+                log.info("upstream %s failed (%s); answering locally", upstream.name, exc.reason)
                 fallback_reason = exc.reason
             else:
                 return self._relay(opened, record, ctx.started_at, reservation)

@@ -72,3 +72,21 @@ def cost_usd(upstream: ReliableUpstream, finished: Finished) -> float:
     settings = upstream.settings
     return round((finished.prompt_tokens * settings.price_input_per_mtok
                   + finished.completion_tokens * settings.price_output_per_mtok) / 1e6, 8)
+
+
+async def buffer_answer(opened: OpenedUpstream) -> OpenedUpstream:
+    """Read the whole answer now; raises UpstreamError if it breaks off anywhere."""
+    events = [opened.first]
+    try:
+        async for event in opened.rest:
+            events.append(event)
+    finally:
+        await opened.rest.aclose()
+    if not isinstance(events[-1], Finished):
+        raise UpstreamError(opened.upstream.name, f"{opened.upstream.name} ended its answer without finishing it.")
+
+    async def replay() -> AsyncIterator[TextDelta | Finished]:
+        for event in events[1:]:
+            yield event
+
+    return OpenedUpstream(opened.upstream, events[0], replay())

@@ -154,3 +154,36 @@ async def test_parallel_requests_never_overshoot_the_budget(make_client, upstrea
     assert ("local", "budget") in results
     spent = sum(row["cost_usd"] or 0 for row in open_database().query("SELECT cost_usd FROM requests"))
     assert 0 < spent <= 0.035
+
+
+EVERY_FAULT = [
+    Fault("http_500"), Fault("http_429", retry_after="1"), Fault("http_401"), Fault("reset"),
+    Fault("reset", after_chunks=2), Fault("slow_first_byte", delay_s=3), Fault("stall", after_chunks=2, delay_s=3),
+    Fault("truncated", after_chunks=2), Fault("malformed_json", after_chunks=2),
+]
+
+
+@pytest.mark.parametrize("fault", EVERY_FAULT, ids=lambda f: f"{f.kind}@{f.after_chunks}")
+async def test_every_fault_still_gets_a_whole_answer_without_a_hang(make_client, fake_cloud, upstream_key, fault):
+    import time
+
+    fake_cloud.fail_always(fault)
+    client = sdk(await make_client(settings_with(fake_cloud)))
+    started = time.monotonic()
+    raw = await client.chat.completions.with_raw_response.create(
+        model="cloudy", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=6, temperature=0)
+    assert time.monotonic() - started < 15  # first_byte_timeout_s 1 s, one retry, then the local model
+    answer = raw.parse()
+    assert answer.choices[0].message.content
+    assert raw.headers["X-LocalLLM-Route"] == "local" and raw.headers["X-LocalLLM-Fallback-Reason"]
+
+
+async def test_a_stream_that_breaks_after_its_first_byte_ends_with_an_error_event(make_client, fake_cloud,
+                                                                                  upstream_key):
+    fake_cloud.fail_always(Fault("reset", after_chunks=2))
+    server = await make_client(settings_with(fake_cloud))
+    response = await server.post("/v1/chat/completions", json={
+        "model": "cloudy", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    assert response.status == 200 and response.headers["X-LocalLLM-Route"] == "cloud"
+    body = await response.text()
+    assert '"error"' in body and body.rstrip().endswith("data: [DONE]")
