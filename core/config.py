@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from . import paths
 from .errors import ConfigError
@@ -105,6 +105,15 @@ class BudgetSettings(_Section):
         "case is a real bound.")
 
 
+class RoutingSettings(_Section):
+    local_failure_upstream: str | None = Field(
+        None, description="Upstream that answers when the local engine cannot (model loading or failed, queue "
+        "full). Unset: answer 503.")
+    allow_cloud_when_local_fails: bool = Field(
+        False, description="Let local_failure_upstream be a cloud upstream. Off by default: without the "
+        "sensitive-data guard, requests meant for this device would leave it.")
+
+
 class ModelOverride(_Section):
     """Per-model engine settings (``[models."NAME"]``); unset fields use ``[engine]``."""
 
@@ -121,6 +130,7 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     models: dict[str, ModelOverride] = Field(default_factory=dict, description="Per-model engine overrides.")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="Stronger models elsewhere ([[upstreams]] tables): cloud APIs or on-prem.")
@@ -130,6 +140,19 @@ class Settings(_Section):
     def _unique_upstreams(cls, value: list[UpstreamSettings]) -> list[UpstreamSettings]:
         check_unique_names(value)
         return value
+
+    @model_validator(mode="after")
+    def _local_failure_upstream_exists(self) -> Settings:
+        name = self.routing.local_failure_upstream
+        if name is None:
+            return self
+        upstream = next((u for u in self.upstreams if u.name == name), None)
+        if upstream is None:
+            raise ValueError(f"routing.local_failure_upstream names {name!r}, which is not in [[upstreams]]")
+        if upstream.trust == "cloud" and not self.routing.allow_cloud_when_local_fails:
+            raise ValueError(f"routing.local_failure_upstream {name!r} is a cloud upstream: set "
+                             "routing.allow_cloud_when_local_fails = true, or name an onprem one")
+        return self
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -250,11 +273,15 @@ def _describe_validation(exc: ValidationError, sources: dict[str, str], path: Pa
         # pydantic appends the union branch name (e.g. "int") to the location.
         while dotted and dotted not in sources and "." in dotted:
             dotted = dotted.rsplit(".", 1)[0]
+        message = error["msg"].removeprefix("Value error, ")
+        if not dotted:  # a check across settings: the message names the keys itself
+            problems.append(message)
+            continue
         source = sources.get(dotted, f"file {path}")
         if error["type"] == "extra_forbidden":
             problems.append(f"unknown setting {dotted!r} ({source})")
         else:
-            problems.append(f"{dotted}: {error['msg']} ({source})")
+            problems.append(f"{dotted}: {message} ({source})")
     unique = list(dict.fromkeys(problems))
     return "Invalid configuration: " + "; ".join(unique) + "."
 

@@ -107,7 +107,8 @@ def _install_services(app: web.Application, services: Services) -> None:
         services.cache_state = "on"
     app[PIPELINE] = Pipeline(app[REGISTRY], cache=services.cache, embedder=services.embedder,
                              request_log=services.request_log, cache_settings=app[SETTINGS].cache,
-                             upstreams=app[UPSTREAMS], budget=_budget(app[SETTINGS], services))
+                             upstreams=app[UPSTREAMS], budget=_budget(app[SETTINGS], services),
+                             local_failure_upstream=app[SETTINGS].routing.local_failure_upstream)
 
 
 def _budget(settings: Settings, services: Services) -> Budget | None:

@@ -65,10 +65,12 @@ class _CacheKey:
 class Pipeline:
     def __init__(self, registry: ModelRegistry, *, cache: SemanticCache | None = None, embedder=None,
                  request_log: RequestLog | None = None, cache_settings: CacheSettings | None = None,
-                 upstreams: UpstreamRegistry | None = None, budget: Budget | None = None):
+                 upstreams: UpstreamRegistry | None = None, budget: Budget | None = None,
+                 local_failure_upstream: str | None = None):
         self.registry = registry
         self.upstreams = upstreams
         self.budget = budget
+        self.local_failure_upstream = local_failure_upstream
         self.cache = cache
         self.embedder = embedder
         self.request_log = request_log
@@ -78,37 +80,49 @@ class Pipeline:
         ctx = ctx or RequestContext()
         messages = request.template_messages()
         upstream = upstream_named(self.upstreams, request.model)
-        fallback_reason = None
         if upstream is not None:
-            record = self._record("chat", ctx, upstream.settings.model, request, messages)
-            record.upstream = upstream.name
-            reservation = None
-            opened = None
-            try:
-                max_tokens = request.max_tokens
-                if self.budget is not None:
-                    # An explicit max_tokens makes the reserved worst case a real bound.
-                    max_tokens = max_tokens or self.budget.settings.default_max_tokens
-                    reservation = self.budget.reserve(upstream.name, worst_case_usd(
-                        upstream.settings, estimate_prompt_tokens(messages), max_tokens))
-                opened = await open_upstream(upstream, request, messages, max_tokens)
-                if not request.stream:
-                    # Nothing reaches a non-streaming client before the end, so a failure
-                    # anywhere in the upstream's answer can still be answered locally.
-                    opened = await buffer_answer(opened)
-            except UpstreamError as exc:
-                # Degrade, don't fail: answer with the local model and say why.
-                if reservation is not None:
-                    # Once the upstream had begun, it may bill for the attempt: count the worst case.
-                    self.budget.settle(reservation, reservation.amount if opened is not None else 0.0)
-                log.info("upstream %s failed (%s); answering locally", upstream.name, exc.reason)
-                fallback_reason = exc.reason
-            else:
-                return self._relay(opened, record, ctx.started_at, reservation)
-            scheduler = self.registry.default
-        else:
-            scheduler = self.registry.get(request.model)
-        return await self._chat_locally(scheduler, request, messages, ctx, fallback_reason)
+            answer = await self._try_upstream(upstream, request, messages, ctx)
+            if isinstance(answer, Generation):
+                return answer
+            return await self._chat_locally(self.registry.default, request, messages, ctx, fallback_reason=answer)
+        scheduler = self.registry.get(request.model)
+        unavailable = scheduler.unavailable_reason()
+        if unavailable is not None and self.local_failure_upstream is not None:
+            # The local engine cannot take it now; the config allows this upstream instead.
+            answer = await self._try_upstream(self.upstreams.get(self.local_failure_upstream), request, messages,
+                                              ctx, local_reason=f"local_{unavailable}")
+            if isinstance(answer, Generation):
+                return answer
+        return await self._chat_locally(scheduler, request, messages, ctx, None)
+
+    async def _try_upstream(self, upstream, request: ChatCompletionRequest, messages: list[dict],
+                            ctx: RequestContext, local_reason: str | None = None) -> Generation | str:
+        """The upstream's answer, or the reason it could not give one (to answer locally instead)."""
+        record = self._record("chat", ctx, upstream.settings.model, request, messages)
+        record.upstream, record.fallback_reason = upstream.name, local_reason
+        reservation = None
+        opened = None
+        try:
+            max_tokens = request.max_tokens
+            if self.budget is not None:
+                # An explicit max_tokens makes the reserved worst case a real bound.
+                max_tokens = max_tokens or self.budget.settings.default_max_tokens
+                reservation = self.budget.reserve(upstream.name, worst_case_usd(
+                    upstream.settings, estimate_prompt_tokens(messages), max_tokens))
+            opened = await open_upstream(upstream, request, messages, max_tokens)
+            if not request.stream:
+                # Nothing reaches a non-streaming client before the end, so a failure
+                # anywhere in the upstream's answer can still be answered locally.
+                opened = await buffer_answer(opened)
+        except UpstreamError as exc:
+            if reservation is not None:
+                # Once the upstream had begun, it may bill for the attempt: count the worst case.
+                self.budget.settle(reservation, reservation.amount if opened is not None else 0.0)
+            log.info("upstream %s failed (%s); answering locally", upstream.name, exc.reason)
+            return exc.reason
+        gen = self._relay(opened, record, ctx.started_at, reservation)
+        gen.fallback_reason = local_reason
+        return gen
 
     async def _chat_locally(self, scheduler, request: ChatCompletionRequest, messages: list[dict],
                             ctx: RequestContext, fallback_reason: str | None) -> Generation:

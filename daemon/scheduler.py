@@ -61,6 +61,16 @@ class SerialScheduler:
         if self.state == "failed":
             raise self.load_error
 
+    def unavailable_reason(self) -> str | None:
+        """Why a new request could not be served now (model_loading, model_failed, queue_full), or None."""
+        if self.state == "failed":
+            return "model_failed"
+        if self.state != "ready":
+            return "model_loading"
+        if self._jobs.qsize() >= self.queue_size:
+            return "queue_full"
+        return None
+
     def check_ready(self) -> None:
         if self.state == "ready":
             return

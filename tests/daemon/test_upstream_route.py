@@ -187,3 +187,38 @@ async def test_a_stream_that_breaks_after_its_first_byte_ends_with_an_error_even
     assert response.status == 200 and response.headers["X-LocalLLM-Route"] == "cloud"
     body = await response.text()
     assert '"error"' in body and body.rstrip().endswith("data: [DONE]")
+
+
+async def test_when_the_local_model_cannot_serve_the_configured_onprem_upstream_answers(
+        make_client, fake_cloud, upstream_key, tmp_path):
+    from localllm.daemon.model_registry import registry_for
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    settings = settings_with(fake_cloud, trust="onprem")
+    settings = settings.model_copy(update={"routing": settings.routing.model_copy(
+        update={"local_failure_upstream": "cloudy"})})
+    registry = registry_for(settings, ["broken"], [broken])
+    registry.start_all()
+    with pytest.raises(Exception, match="Could not load"):
+        await registry.default.wait_ready()
+    client = sdk(await make_client(settings, registry=registry))
+    raw = await client.chat.completions.with_raw_response.create(
+        model="broken", messages=[{"role": "user", "content": "hi"}], max_tokens=50)
+    assert raw.headers["X-LocalLLM-Route"] == "onprem"
+    assert raw.headers["X-LocalLLM-Fallback-Reason"] == "local_model_failed"
+    assert raw.parse().choices[0].message.content == fake_cloud.text
+    await registry.stop_all()
+
+
+def test_a_cloud_upstream_for_local_failures_needs_an_explicit_yes(fake_cloud):
+    from pydantic import ValidationError
+
+    from localllm.config import Settings
+
+    base = settings_with(fake_cloud).model_dump()
+    base["routing"] = {"local_failure_upstream": "cloudy"}
+    with pytest.raises(ValidationError, match="allow_cloud_when_local_fails"):
+        Settings.model_validate(base)
+    base["routing"]["allow_cloud_when_local_fails"] = True
+    assert Settings.model_validate(base).routing.local_failure_upstream == "cloudy"
