@@ -8,6 +8,7 @@ import click
 
 from localllm import paths
 from localllm.config import describe_settings, env_name
+from localllm.fallback.keys import locate_key
 
 from .context import load_cli_settings
 
@@ -23,8 +24,13 @@ def show(as_json: bool) -> None:
     """Print every setting's effective value and its source (default, file, env, flag). Secrets are hidden."""
     loaded = load_cli_settings()
     rows = describe_settings(loaded)
+    for upstream in loaded.settings.upstreams:
+        location = locate_key(upstream.name)  # where the key is, never its value
+        flag = " (less safe: environment variable; prefer `localllm keys set`)" if location.less_safe else ""
+        rows.append((f"upstreams.{upstream.name}.key", location.where + flag, location.where, ""))
     if as_json:
-        listing = [{"key": k, "value": v, "source": s, "env": None if k.startswith("models.") else env_name(k)}
+        tables = ("models.", "upstreams.")  # set in the file only
+        listing = [{"key": k, "value": v, "source": s, "env": None if k.startswith(tables) else env_name(k)}
                    for k, v, s, _ in rows]
         click.echo(json.dumps(listing, indent=2))
         return

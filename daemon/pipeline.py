@@ -100,6 +100,13 @@ class Pipeline:
         """The upstream's answer, or the reason it could not give one (to answer locally instead)."""
         record = self._record("chat", ctx, upstream.settings.model, request, messages)
         record.upstream, record.fallback_reason = upstream.name, local_reason
+        # Upstream answers cost money: they are cached too, in their own scope.
+        key = self._chat_cache_key(request, f"{upstream.name}/{upstream.settings.model}", messages)
+        hit, outcome, vector = await self._consult_cache(key, request, ctx)
+        if hit is not None:
+            gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
+            return self._replay(gen_id, upstream.settings.model, hit, record, ctx.started_at)
+        record.cache = outcome
         reservation = None
         opened = None
         try:
@@ -120,8 +127,16 @@ class Pipeline:
                 self.budget.settle(reservation, reservation.amount if opened is not None else 0.0)
             log.info("upstream %s failed (%s); answering locally", upstream.name, exc.reason)
             return exc.reason
-        gen = self._relay(opened, record, ctx.started_at, reservation)
-        gen.fallback_reason = local_reason
+        store = outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
+
+        def store_answer(text: str, event: Finished):
+            if not store:
+                return None
+            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
+            return self._store(ctx.namespace, key, vector, upstream.settings.model, text, event.finish_reason, usage)
+
+        gen = self._relay(opened, record, ctx.started_at, reservation, store_answer)
+        gen.fallback_reason, gen.cache = local_reason, outcome
         return gen
 
     async def _chat_locally(self, scheduler, request: ChatCompletionRequest, messages: list[dict],
@@ -223,17 +238,18 @@ class Pipeline:
             log.exception("semantic cache store failed")
 
     def _relay(self, opened: OpenedUpstream, record: RequestRecord, started: float,
-               reservation: Reservation | None) -> Generation:
+               reservation: Reservation | None, store_answer) -> Generation:
         """Pass an upstream's answer through, logging route, tokens and cost at the end,
-        and settling the budget reservation with the real cost."""
+        settling the budget reservation with the real cost, and caching the answer."""
         upstream = opened.upstream
         record.route = upstream.settings.trust  # onprem | cloud
         gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
 
-        def price(_text: str, event: Finished) -> None:
+        def price(text: str, event: Finished):
             record.cost_usd = cost_usd(upstream, event)
             if reservation is not None:
                 self.budget.settle(reservation, record.cost_usd)
+            return store_answer(text, event)
 
         async def events() -> AsyncIterator[TextDelta | Finished]:
             try:

@@ -79,6 +79,8 @@ def test_keys_and_upstream_check(fake_cloud_thread, memory_keyring, monkeypatch)
     assert run("keys", "rm", "cloudy").exit_code == 0
     monkeypatch.setenv("LOCALLLM_KEY_CLOUDY", "from-env")
     assert "env LOCALLLM_KEY_CLOUDY  (less safe" in run("keys", "list").output
+    shown = run("config", "show").output
+    assert "upstreams.cloudy.key" in shown and "less safe" in shown and "from-env" not in shown
 
 
 def test_unknown_upstream_and_bad_config_are_one_line_errors(fake_cloud_thread):

@@ -222,3 +222,17 @@ def test_a_cloud_upstream_for_local_failures_needs_an_explicit_yes(fake_cloud):
         Settings.model_validate(base)
     base["routing"]["allow_cloud_when_local_fails"] = True
     assert Settings.model_validate(base).routing.local_failure_upstream == "cloudy"
+
+
+async def test_upstream_answers_are_cached_in_their_own_scope(make_client, fake_cloud, upstream_key):
+    settings = settings_with(fake_cloud).model_copy(update={"cache": make_settings().cache})
+    client = sdk(await make_client(settings))
+    ask = dict(messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=50, temperature=0)
+    first = await client.chat.completions.with_raw_response.create(model="cloudy", **ask)
+    assert (first.headers["X-LocalLLM-Route"], first.headers["X-LocalLLM-Cache"]) == ("cloud", "miss")
+    again = await client.chat.completions.with_raw_response.create(model="cloudy", **ask)
+    assert (again.headers["X-LocalLLM-Route"], again.headers["X-LocalLLM-Cache"]) == ("cache", "hit")
+    assert again.parse().choices[0].message.content == fake_cloud.text
+    assert len(fake_cloud.received) == 1  # the second answer cost nothing
+    local = await client.chat.completions.with_raw_response.create(model=DEFAULT_MODEL, **ask)
+    assert local.headers["X-LocalLLM-Cache"] == "miss"  # the local model's scope is separate
