@@ -40,6 +40,9 @@ class ServerSettings(_Section):
     api_token: SecretStr | None = Field(
         None, description="Bearer token clients must send. Required when host is not loopback. "
         "Prefer `localllm token set` (OS keyring) over writing it here.")
+    token_namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces with a token of their own (`localllm token set --namespace "
+        "NS`): requests with that token always use that namespace.")
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Extra Host header names accepted besides loopback names "
         "(DNS-rebinding protection).")

@@ -18,6 +18,7 @@ from .engine import Finished, TextDelta
 from .openai_requests import ChatCompletionRequest, CompletionRequest, parse_request
 from .pipeline import Generation
 from .request_context import context_from_headers
+from .security import TOKEN_NAMESPACE
 from .sse import ClientGone, SSEWriter
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ async def read_json(request: web.Request) -> object:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    ctx = context_from_headers(request.headers)
+    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
     body = parse_request(ChatCompletionRequest, await read_json(request))
     gen = await request.app[PIPELINE].chat(body, ctx)
     if body.stream:
@@ -54,7 +55,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    ctx = context_from_headers(request.headers)
+    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
     body = parse_request(CompletionRequest, await read_json(request))
     gen = await request.app[PIPELINE].complete(body, ctx)
     if body.stream:

@@ -15,6 +15,7 @@ from .api_openai import read_json
 from .app_keys import SERVICES
 from .openai_requests import _Body, parse_request
 from .request_context import context_from_headers
+from .security import TOKEN_NAMESPACE
 
 MAX_INPUTS = 2048
 
@@ -60,7 +61,7 @@ async def clear_cache(request: web.Request) -> web.Response:
     if services is None or services.cache is None:
         raise ServiceUnavailable("The semantic cache is off (cache.enabled = false).", retry_after_s=60,
                                  code="cache_disabled")
-    ctx = context_from_headers(request.headers)
+    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
     model = request.query.get("model") or None
     removed = await services.cache.clear(namespace=ctx.namespace, model=model)
     return web.json_response({"namespace": ctx.namespace, "model": model, "removed": removed})

@@ -45,7 +45,8 @@ def _http_error(exc: web.HTTPException) -> web.Response:
 
 
 def create_app(settings: Settings, registry: ModelRegistry, *, api_token: str | None = None,
-               manage_models: bool = True, services: Services | None = None) -> web.Application:
+               namespace_tokens: dict[str, str] | None = None, manage_models: bool = True,
+               services: Services | None = None) -> web.Application:
     """Build the daemon's app.
 
     With ``manage_models`` the app loads models at start-up and frees them at
@@ -53,7 +54,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, api_token: str | 
     embedder, cache) at start-up; tests pass shared ones.
     """
     host_check = HostCheck(settings.server.host, settings.server.allowed_hosts)
-    token_check = TokenCheck(api_token)
+    token_check = TokenCheck(api_token, namespace_tokens)
     origins = settings.server.cors_origins
 
     @web.middleware

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from time import perf_counter
 
-from localllm.errors import InvalidRequest
+from localllm.errors import AuthenticationFailed, InvalidRequest
 
 NAMESPACE_HEADER = "X-LocalLLM-Namespace"
 DEFAULT_NAMESPACE = "default"
@@ -21,8 +21,13 @@ class RequestContext:
     started_at: float = field(default_factory=perf_counter)
 
 
-def context_from_headers(headers) -> RequestContext:
-    namespace = headers.get(NAMESPACE_HEADER, "").strip() or DEFAULT_NAMESPACE
+def context_from_headers(headers, token_namespace: str | None = None) -> RequestContext:
+    """``token_namespace``: the namespace the caller's token is bound to, if any; it cannot be changed by header."""
+    asked = headers.get(NAMESPACE_HEADER, "").strip()
+    if token_namespace is not None and asked and asked != token_namespace:
+        raise AuthenticationFailed(f"This API token is bound to namespace {token_namespace!r}; leave out "
+                                   f"{NAMESPACE_HEADER} or use another token.")
+    namespace = token_namespace or asked or DEFAULT_NAMESPACE
     if not _NAMESPACE.match(namespace):
         raise InvalidRequest(
             f"{NAMESPACE_HEADER} must be 1-64 characters of letters, digits, '.', '_', ':' or '-'.",

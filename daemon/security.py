@@ -56,19 +56,31 @@ class HostCheck:
             "or add the name to server.allowed_hosts.")
 
 
+TOKEN_NAMESPACE = "localllm.token_namespace"  # request key: the namespace the caller's token is bound to
+
+
 class TokenCheck:
-    def __init__(self, token: str | None):
-        self.token = token.encode() if token else None
+    """Bearer tokens: the daemon's main token (any namespace, chosen by header) and
+    namespace tokens, each bound to one namespace so its cache entries stay its own."""
+
+    def __init__(self, token: str | None, namespace_tokens: dict[str, str] | None = None):
+        self.tokens: list[tuple[bytes, str | None]] = [(token.encode(), None)] if token else []
+        self.tokens += [(value.encode(), namespace) for namespace, value in (namespace_tokens or {}).items()]
 
     def check(self, request: web.Request) -> None:
-        if self.token is None:
+        if not self.tokens:
             return
-        header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self.token):
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        presented_bytes = presented.strip().encode()
+        matched = None
+        for token, namespace in self.tokens:  # compare with every token: the time taken says nothing
+            if hmac.compare_digest(presented_bytes, token) and scheme.lower() == "bearer":
+                matched = (namespace,)
+        if matched is None:
             raise AuthenticationFailed(
                 "Missing or wrong API token: send `Authorization: Bearer <token>` "
                 "(the daemon's server.api_token or the one set with `localllm token set`).")
+        request[TOKEN_NAMESPACE] = matched[0]
 
 
 def cors_headers(request: web.Request, origins: list[str]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from .model_files import ModelFiles
 from .model_registry import ModelRegistry, registry_for
 from .puller import pull
 from .security import is_loopback_host
-from .tokens import resolve_api_token
+from .tokens import resolve_api_token, resolve_namespace_tokens
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,11 @@ async def serve(settings: Settings, model_names: list[str], *, ready: asyncio.Ev
                 stop: asyncio.Event | None = None) -> None:
     """Run the daemon until ``stop`` is set or SIGINT/SIGTERM arrives."""
     api_token = resolve_api_token(settings)
+    namespace_tokens = resolve_namespace_tokens(settings)
     check_bind_is_safe(settings, api_token)
     loop = asyncio.get_running_loop()
     registry = await loop.run_in_executor(None, build_registry, settings, model_names)
-    app = create_app(settings, registry, api_token=api_token)
+    app = create_app(settings, registry, api_token=api_token, namespace_tokens=namespace_tokens)
     # aiohttp arms its keep-alive timer when a connection opens and closes it if no
     # complete request head arrived by then: that is the header read timeout
     # (slow-loris protection), and it also bounds idle keep-alive connections.

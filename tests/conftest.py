@@ -107,11 +107,11 @@ def make_client(aiohttp_client, shared_registry, open_test_services):
     """Start the real daemon app on 127.0.0.1 (ephemeral port) and return an aiohttp client for it."""
     from localllm.daemon.app import create_app
 
-    async def start(settings=None, *, api_token=None, registry=None, services=None):
+    async def start(settings=None, *, api_token=None, namespace_tokens=None, registry=None, services=None):
         settings = settings or make_settings()
         services = services or await open_test_services(settings)
         app = create_app(settings, registry or shared_registry, api_token=api_token,
-                         manage_models=False, services=services)
+                         namespace_tokens=namespace_tokens, manage_models=False, services=services)
         return await aiohttp_client(app)
 
     return start

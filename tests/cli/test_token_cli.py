@@ -45,3 +45,18 @@ def test_no_keyring_gives_a_one_line_fix():
     assert result.exit_code == 1
     assert "LOCALLLM_SERVER_API_TOKEN" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_namespace_tokens_come_from_the_keyring_or_the_environment(memory_keyring, monkeypatch):
+    import pytest
+
+    from localllm.daemon.tokens import resolve_namespace_tokens
+    from localllm.errors import ConfigError
+
+    monkeypatch.setenv("LOCALLLM_SERVER_TOKEN_NAMESPACES", "team-a,team-b")
+    assert CliRunner().invoke(cli, ["token", "set", "--namespace", "team-a"], input="tok-a\n").exit_code == 0
+    with pytest.raises(ConfigError, match="token set --namespace team-b"):
+        resolve_namespace_tokens(load_settings().settings)
+    monkeypatch.setenv("LOCALLLM_TOKEN_TEAM_B", "tok-b")
+    assert resolve_namespace_tokens(load_settings().settings) == {"team-a": "tok-a", "team-b": "tok-b"}
+    assert resolve_api_token(load_settings().settings) is None  # the main token is separate

@@ -239,3 +239,19 @@ async def test_prompts_and_answers_never_reach_the_logs(make_client, caplog):
     assert sentinel not in logged
     content = answer.choices[0].message.content.strip()
     assert len(content) < 8 or content not in logged
+
+
+async def test_namespace_tokens_bind_their_callers_to_one_namespace(make_client):
+    server = await make_client(api_token="main-token", namespace_tokens={"team-a": "token-a", "team-b": "token-b"})
+    team_a, team_b = sdk(server, api_key="token-a"), sdk(server, api_key="token-b")
+    await chat(team_a, "Name a planet.")
+    assert (await chat(team_a, "Name a planet."))[0]["X-LocalLLM-Cache"] == "hit"
+    assert (await chat(team_b, "Name a planet."))[0]["X-LocalLLM-Cache"] == "miss"
+    # The main token may pick a namespace by header; a namespace token may not leave its own.
+    main = sdk(server, api_key="main-token")
+    assert (await chat(main, "Name a planet.", headers={"X-LocalLLM-Namespace": "team-a"}))[0][
+        "X-LocalLLM-Cache"] == "hit"
+    with pytest.raises(openai.AuthenticationError):
+        await chat(team_b, "Name a planet.", headers={"X-LocalLLM-Namespace": "team-a"})
+    with pytest.raises(openai.AuthenticationError):
+        await chat(sdk(server, api_key="token-c"), "Name a planet.")
