@@ -56,7 +56,8 @@ class HostCheck:
             "or add the name to server.allowed_hosts.")
 
 
-TOKEN_NAMESPACE = "localllm.token_namespace"  # request key: the namespace the caller's token is bound to
+# The namespace the caller's token is bound to (None: the main token, any namespace).
+TOKEN_NAMESPACE = web.RequestKey("token_namespace", str | None)
 
 
 class TokenCheck:
