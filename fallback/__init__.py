@@ -1,2 +1,3 @@
-"""Everything that talks to the outside world: upstream providers, keys, budgets, the
-sensitive-data guard. Filled by the fallback and routing issues; nothing lives here yet."""
+"""Everything that talks to the outside world: upstream providers (OpenAI, Anthropic,
+OpenAI-compatible), their keys in the OS keyring, retries and circuit breakers, and budgets.
+The sensitive-data guard joins here with the routing issue."""

@@ -1,2 +1,2 @@
-"""SQLite storage through sqlite-utils: request log, semantic cache, embeddings.
-Filled by the store issue; nothing lives here yet."""
+"""SQLite storage through sqlite-utils: migrations, the request log, the semantic cache
+(index, verifier) and the embedder."""
