@@ -4,7 +4,7 @@
 
 - embedding: p50 for a ~30-token and a ~1,000-token prompt (truncated to the
   model's 256-token window), for both backends, computed (not memoised) and memoised.
-- lookup: SemanticCache.lookup (index search + SQLite row fetch + verifier) in
+- lookup: SemanticCache.lookup_similar (index search + SQLite row fetch + verifier) in
   one scope holding N synthetic entries, p50/p99; also the time to rebuild the
   index from SQLite at start. Vectors are random unit vectors (the hardest case
   for the HNSW graph); queries are stored vectors plus noise.
@@ -110,7 +110,7 @@ async def bench_lookup(n: int, lookups: int) -> None:
             query = vectors[i] + rng.normal(scale=0.01, size=384).astype(np.float32)
             query /= np.linalg.norm(query)
             started = time.perf_counter()
-            hit = await cache.lookup("default", "scope", f"synthetic question number {i}?", query)
+            hit = await cache.lookup_similar("default", "scope", f"synthetic question number {i}?", query)
             times.append((time.perf_counter() - started) * 1000)
             hits += hit is not None
         await cache.close()  # saves the graph

@@ -7,7 +7,7 @@ import json
 import click
 
 from localllm.store.database import database_path, open_database
-from localllm.store.semantic_cache import cache_stats
+from localllm.store.semantic_cache import cache_stats, entry_filter
 
 from .context import load_cli_settings, user_errors
 
@@ -49,14 +49,7 @@ def clear(namespace: str | None, model: str | None) -> None:
     """Delete cached answers (all, or one namespace and/or model). A running daemon forgets them on restart;
     use DELETE /v1/localllm/cache to clear a running daemon's namespace at once."""
     db = _db()
-    where, params = [], []
-    if namespace:
-        where.append("namespace = ?")
-        params.append(namespace)
-    if model:
-        where.append("model = ?")
-        params.append(model)
-    clause = " AND ".join(where) or "1"
+    clause, params = entry_filter(namespace or None, model or None)
     with db.atomic():
         removed = db.execute(f"DELETE FROM cache_entries WHERE {clause}", params).rowcount
     click.echo(f"Removed {removed} cached answers.")
@@ -68,12 +61,9 @@ def clear(namespace: str | None, model: str | None) -> None:
 def export(namespace: str | None) -> None:
     """Write cached question/answer pairs as JSON lines to stdout (no embeddings)."""
     db = _db()
-    sql = "SELECT namespace, model, question, answer, created_at, last_used_at, hits FROM cache_entries"
-    params: list = []
-    if namespace:
-        sql += " WHERE namespace = ?"
-        params.append(namespace)
-    for row in db.query(sql + " ORDER BY id", params):
+    clause, params = entry_filter(namespace or None)
+    for row in db.query("SELECT namespace, model, question, answer, created_at, last_used_at, hits FROM cache_entries "
+                        f"WHERE {clause} ORDER BY id", params):
         row = dict(row)
         row["answer"] = json.loads(row["answer"])
         click.echo(json.dumps(row, ensure_ascii=False))

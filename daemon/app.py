@@ -11,9 +11,8 @@ from aiohttp import web
 
 from localllm.config import Settings
 from localllm.errors import LocalLLMError, PayloadTooLarge, ServiceUnavailable
-from localllm.fallback.budget import Budget, spent_from_log
+from localllm.fallback.budget import Budget
 from localllm.fallback.upstream_registry import UpstreamRegistry
-from localllm.store.database import open_database
 from localllm.store.request_log import RequestRecord
 
 from .api_openai import add_routes
@@ -113,17 +112,12 @@ def _install_services(app: web.Application, services: Services) -> None:
 
 
 def _budget(settings: Settings, services: Services) -> Budget | None:
-    """Spend caps, if any are set, seeded with this day's and month's spend (read once at start-up)."""
+    """Spend caps, if any are set, seeded with this day's and month's spend from the request log."""
     capped = [settings.budget.daily_usd, settings.budget.monthly_usd]
     capped += [cap for u in settings.upstreams for cap in (u.daily_budget_usd, u.monthly_budget_usd)]
     if not settings.upstreams or all(cap is None for cap in capped):
         return None
-    db = open_database(services.writer.path)
-    try:
-        spent = spent_from_log(db)
-    finally:
-        db.conn.close()
-    return Budget(settings.budget, {u.name: u for u in settings.upstreams}, spent=spent)
+    return Budget(settings.budget, {u.name: u for u in settings.upstreams}, spent=dict(services.spend_so_far))
 
 
 async def _close_upstreams(app: web.Application) -> None:

@@ -137,8 +137,10 @@ class LlamaEngine:
             del tokens[0]  # the template wrote its own BOS
         return tokens
 
-    def check_fits(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        """Return the max_tokens to use; reject prompts that cannot fit the context."""
+    def check_fits(self, prompt_tokens: int, max_tokens: int | None, *, shrink: bool = False) -> int:
+        """Return the max_tokens to use; reject prompts that cannot fit the context. With ``shrink``
+        (a request meant for a bigger upstream, answered here instead) a max_tokens beyond the
+        context is cut to what fits rather than refused."""
         n_ctx = self.n_ctx
         if prompt_tokens >= n_ctx:
             raise ContextLengthExceeded(
@@ -147,6 +149,8 @@ class LlamaEngine:
         room = n_ctx - prompt_tokens
         if max_tokens is None:
             return min(room, self.settings.default_max_tokens)
+        if max_tokens > room and shrink:
+            return room
         if max_tokens > room:
             raise ContextLengthExceeded(
                 f"The prompt has {prompt_tokens} tokens and max_tokens asks for {max_tokens} more, "

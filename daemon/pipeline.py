@@ -47,8 +47,7 @@ class Generation:
 
     id: str
     model: str
-    route: str  # local | cache
-    prompt_tokens: int
+    route: str  # local | cache | onprem | cloud
     events: AsyncIterator[TextDelta | Finished]
     cache: str | None = None  # hit | miss | bypass; None when no cache is configured
     similarity: float | None = None
@@ -150,7 +149,8 @@ class Pipeline:
             gen = self._replay(gen_id, scheduler.model_name, hit, record, ctx.started_at)
         else:
             prompt_tokens = await scheduler.render_and_tokenize(messages)
-            gen = self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx)
+            gen = self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx,
+                                 shrink=fallback_reason is not None)
         gen.fallback_reason = fallback_reason
         return gen
 
@@ -210,14 +210,14 @@ class Pipeline:
                 yield TextDelta(piece)
             yield Finished(hit.finish_reason, usage["prompt_tokens"], usage["completion_tokens"])
 
-        return Generation(gen_id, model, "cache", usage["prompt_tokens"], self._observe(replayed(), record, started),
+        return Generation(gen_id, model, "cache", self._observe(replayed(), record, started),
                           cache="hit", similarity=hit.similarity)
 
     # -- generation ------------------------------------------------------------
 
     def _generate(self, gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector,
-                  ctx: RequestContext) -> Generation:
-        max_tokens = scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens)
+                  ctx: RequestContext, *, shrink: bool = False) -> Generation:
+        max_tokens = scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens, shrink=shrink)
         job = GenerationJob(prompt_tokens, max_tokens, request.sampling())
         record.route, record.cache = "local", outcome
         store = outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
@@ -229,7 +229,7 @@ class Pipeline:
             return self._store(ctx.namespace, key, vector, scheduler.model_name, text, event.finish_reason, usage)
 
         events = self._observe(scheduler.stream(job), record, ctx.started_at, store_answer)
-        return Generation(gen_id, scheduler.model_name, "local", len(prompt_tokens), events, cache=outcome)
+        return Generation(gen_id, scheduler.model_name, "local", events, cache=outcome)
 
     async def _store(self, namespace, key: _CacheKey, vector, model, text, finish_reason, usage) -> None:
         try:
@@ -260,7 +260,7 @@ class Pipeline:
                     # Broke off mid-answer: the upstream may have charged for it all; count the worst case.
                     self.budget.settle(reservation, reservation.amount)
 
-        return Generation(gen_id, upstream.settings.model, record.route, 0, events())
+        return Generation(gen_id, upstream.settings.model, record.route, events())
 
     async def _observe(self, source: AsyncIterator[TextDelta | Finished], record: RequestRecord, started: float,
                        on_finished: Callable[[str, Finished], Awaitable | None] | None = None

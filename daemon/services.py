@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from localllm.config import Settings
@@ -23,6 +23,7 @@ class Services:
     embedder: object | None = None
     cache: object | None = None
     cache_state: str = "off"  # off | loading | on | failed
+    spend_so_far: dict = field(default_factory=dict)  # (upstream or "*", day or month) -> USD, for budgets
 
     async def close(self) -> None:
         if self.cache is not None:
@@ -55,6 +56,8 @@ async def open_services(settings: Settings, *, db_path: Path | None = None, embe
     writer = StoreWriter(db_path or database_path())
     await loop.run_in_executor(None, writer.start)
     services = Services(writer, RequestLog(writer, log_prompts=settings.store.log_prompts))
+    if settings.upstreams:
+        services.spend_so_far = await loop.run_in_executor(None, _read_spend, writer.path)
     if settings.cache.enabled if with_cache is None else with_cache:
         try:
             await start_cache(services, settings, embedder=embedder)
@@ -62,6 +65,17 @@ async def open_services(settings: Settings, *, db_path: Path | None = None, embe
             await services.close()
             raise
     return services
+
+
+def _read_spend(path: Path) -> dict:
+    from localllm.fallback.budget import spent_from_log
+    from localllm.store.database import open_database
+
+    db = open_database(path)
+    try:
+        return spent_from_log(db)
+    finally:
+        db.conn.close()
 
 
 async def start_cache(services: Services, settings: Settings, *, embedder=None) -> None:

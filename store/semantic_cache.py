@@ -82,11 +82,6 @@ class SemanticCache:
         """The nearest cached questions in the scope that the verifier accepts as the same question."""
         return await self._on_thread(self._lookup_similar, namespace, scope, question, vector)
 
-    async def lookup(self, namespace: str, scope: str, question: str, vector: np.ndarray) -> CachedAnswer | None:
-        return await self._on_thread(
-            lambda: self._lookup_exact(namespace, scope, question)
-            or self._lookup_similar(namespace, scope, question, vector))
-
     def _lookup_exact(self, namespace: str, scope: str, question: str) -> CachedAnswer | None:
         now = time.time()
         exact_id = self.index.exact(namespace, scope, text_sha256(question))
@@ -174,14 +169,7 @@ class SemanticCache:
         log.info("semantic cache: evicted %d least recently used entries", len(victims))
 
     async def clear(self, namespace: str | None = None, model: str | None = None) -> int:
-        where, params = [], []
-        if namespace is not None:
-            where.append("namespace = ?")
-            params.append(namespace)
-        if model is not None:
-            where.append("model = ?")
-            params.append(model)
-        clause = " AND ".join(where) or "1"
+        clause, params = entry_filter(namespace, model)
 
         def delete(db) -> list[int]:
             ids = [row["id"] for row in db.query(f"SELECT id FROM cache_entries WHERE {clause}", params)]
@@ -208,6 +196,18 @@ class SemanticCache:
 
         await self._on_thread(shut)
         self._thread.shutdown(wait=True)
+
+
+def entry_filter(namespace: str | None = None, model: str | None = None) -> tuple[str, list]:
+    """A WHERE clause (and its parameters) for the entries of a namespace and/or model; all when both are None."""
+    where, params = [], []
+    if namespace is not None:
+        where.append("namespace = ?")
+        params.append(namespace)
+    if model is not None:
+        where.append("model = ?")
+        params.append(model)
+    return " AND ".join(where) or "1", params
 
 
 def cache_stats(db) -> list[dict]:

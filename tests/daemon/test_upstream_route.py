@@ -236,3 +236,36 @@ async def test_upstream_answers_are_cached_in_their_own_scope(make_client, fake_
     assert len(fake_cloud.received) == 1  # the second answer cost nothing
     local = await client.chat.completions.with_raw_response.create(model=DEFAULT_MODEL, **ask)
     assert local.headers["X-LocalLLM-Cache"] == "miss"  # the local model's scope is separate
+
+
+async def test_spend_already_in_the_log_counts_against_the_budget_after_a_restart(make_client, fake_cloud,
+                                                                                  upstream_key):
+    from localllm.config import BudgetSettings
+    from localllm.store.database import database_path
+    from localllm.store.request_log import RequestLog, RequestRecord
+    from localllm.store.writer import StoreWriter
+
+    writer = StoreWriter(database_path())
+    writer.start()
+    await RequestLog(writer).record(RequestRecord(endpoint="chat", status=200, route="cloud", upstream="cloudy",
+                                                  cost_usd=0.9))
+    writer.stop()
+    settings = settings_with(fake_cloud).model_copy(update={"budget": BudgetSettings(daily_usd=1.0)})
+    client = sdk(await make_client(settings))
+    raw = await client.chat.completions.with_raw_response.create(
+        model="cloudy", messages=[{"role": "user", "content": "x" * 400}], max_tokens=800)
+    # Worst case: ~200 prompt tokens at $1/M + 1000 answer tokens at $2/M = ~$0.002; 0.9 spent + that < 1.0
+    assert raw.headers["X-LocalLLM-Route"] == "cloud", raw.headers.get("X-LocalLLM-Fallback-Reason")
+    expensive = settings.model_copy(update={"budget": BudgetSettings(daily_usd=0.9005)})
+    raw = await sdk(await make_client(expensive)).chat.completions.with_raw_response.create(
+        model="cloudy", messages=[{"role": "user", "content": "x" * 400}], max_tokens=800)
+    assert raw.headers.get("X-LocalLLM-Fallback-Reason") == "budget"
+
+
+async def test_a_local_fallback_fits_a_max_tokens_meant_for_the_bigger_upstream(make_client, fake_cloud, upstream_key):
+    fake_cloud.fail_always(Fault("http_500"))
+    client = sdk(await make_client(settings_with(fake_cloud)))
+    raw = await client.chat.completions.with_raw_response.create(
+        model="cloudy", messages=[{"role": "user", "content": "Hi"}], max_tokens=4000, temperature=0)
+    assert raw.headers["X-LocalLLM-Fallback-Reason"] == "http_5xx"
+    assert raw.parse().choices[0].message.content
