@@ -16,10 +16,11 @@ from localllm.config import Settings
 from localllm.daemon import openai_responses as shapes
 from localllm.daemon.engine import Finished, TextDelta
 from localllm.daemon.openai_requests import ChatCompletionRequest, parse_request
-from localllm.daemon.pipeline import Pipeline
+from localllm.daemon.pipeline_factory import build_pipeline
 from localllm.daemon.server import build_registry
-from localllm.daemon.services import open_services
+from localllm.daemon.services import load_embedder_for, open_services
 from localllm.daemon.tokens import resolve_api_token
+from localllm.fallback.upstream_registry import UpstreamRegistry
 
 from .context import load_cli_settings, user_errors
 from .daemon_client import DaemonClient
@@ -74,10 +75,14 @@ async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> N
     registry.start_all()
     # One question: loading the embedder would cost more than the cache could save,
     # so the in-process path logs the request but does not consult the cache.
-    services = await open_services(settings, with_cache=False)
+    services = await open_services(settings, with_cache=False, decision_parts=bool(settings.upstreams))
+    upstreams = UpstreamRegistry(settings.upstreams) if settings.upstreams else None
     try:
+        if upstreams is not None and settings.router.escalate_to:
+            services.embedder = await load_embedder_for(settings)  # the router scores the prompt's embedding
         await registry.default.wait_ready()
-        pipeline = Pipeline(registry, request_log=services.request_log, cache_settings=settings.cache)
+        # The same pipeline as the daemon: guard, router, policy and upstreams included.
+        pipeline = build_pipeline(settings, registry, services, upstreams)
         gen = await pipeline.chat(request)
         parts: list[str] = []
         finished: Finished | None = None
@@ -93,6 +98,8 @@ async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> N
         else:
             _write("\n")
     finally:
+        if upstreams is not None:
+            await upstreams.close()
         await registry.stop_all()
         await services.close()
 

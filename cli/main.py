@@ -9,6 +9,7 @@ import click
 from localllm import __version__
 
 from .ask_cmd import ask_command
+from .audit_cmd import audit_command
 from .cache_cmd import cache_group
 from .config_cmd import config_group
 from .keys_cmd import keys_group
@@ -42,6 +43,7 @@ cli.add_command(cache_group, name="cache")
 cli.add_command(keys_group, name="keys")
 cli.add_command(upstreams_group, name="upstreams")
 cli.add_command(stats_command, name="stats")
+cli.add_command(audit_command, name="audit")
 
 
 def main() -> None:

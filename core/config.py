@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from . import paths
+from .decision_settings import CascadeSettings, GuardSettings, PolicySettings, RouterSettings
 from .errors import ConfigError
 from .fallback.upstream_settings import UpstreamSettings, check_unique_names
 
@@ -111,10 +112,7 @@ class BudgetSettings(_Section):
 class RoutingSettings(_Section):
     local_failure_upstream: str | None = Field(
         None, description="Upstream that answers when the local engine cannot (model loading or failed, queue "
-        "full). Unset: answer 503.")
-    allow_cloud_when_local_fails: bool = Field(
-        False, description="Let local_failure_upstream be a cloud upstream. Off by default: without the "
-        "sensitive-data guard, requests meant for this device would leave it.")
+        "full). Unset: answer 503. What may reach it is decided by [policy], as for any egress.")
 
 
 class ModelOverride(_Section):
@@ -134,6 +132,10 @@ class Settings(_Section):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    cascade: CascadeSettings = Field(default_factory=CascadeSettings)
     models: dict[str, ModelOverride] = Field(default_factory=dict, description="Per-model engine overrides.")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="Stronger models elsewhere ([[upstreams]] tables): cloud APIs or on-prem.")
@@ -145,16 +147,12 @@ class Settings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _local_failure_upstream_exists(self) -> Settings:
-        name = self.routing.local_failure_upstream
-        if name is None:
-            return self
-        upstream = next((u for u in self.upstreams if u.name == name), None)
-        if upstream is None:
-            raise ValueError(f"routing.local_failure_upstream names {name!r}, which is not in [[upstreams]]")
-        if upstream.trust == "cloud" and not self.routing.allow_cloud_when_local_fails:
-            raise ValueError(f"routing.local_failure_upstream {name!r} is a cloud upstream: set "
-                             "routing.allow_cloud_when_local_fails = true, or name an onprem one")
+    def _named_upstreams_exist(self) -> Settings:
+        names = {u.name for u in self.upstreams}
+        for key, name in (("routing.local_failure_upstream", self.routing.local_failure_upstream),
+                          ("router.escalate_to", self.router.escalate_to)):
+            if name is not None and name not in names:
+                raise ValueError(f"{key} names {name!r}, which is not in [[upstreams]]")
         return self
 
     @property
@@ -177,16 +175,18 @@ class LoadedSettings:
     config_path: Path | None = None
 
 
-def _leaf_fields() -> dict[str, type]:
+_TABLES = ("models", "upstreams", "guard.custom_terms", "guard.custom_patterns")  # set in the file only
+
+
+def _leaf_fields(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, type]:
     """Dotted key -> annotation for every scalar setting that env vars may set."""
     leaves: dict[str, type] = {}
-    for name, info in Settings.model_fields.items():
-        annotation = info.annotation
+    for name, info in (model or Settings).model_fields.items():
+        annotation, dotted = info.annotation, prefix + name
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for sub, sub_info in annotation.model_fields.items():
-                leaves[f"{name}.{sub}"] = sub_info.annotation
-        elif name not in ("models", "upstreams"):  # tables, set in the file only
-            leaves[name] = annotation
+            leaves.update(_leaf_fields(annotation, dotted + "."))  # e.g. policy.cloud.secret
+        elif dotted not in _TABLES:
+            leaves[dotted] = annotation
     return leaves
 
 
@@ -211,7 +211,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and dotted not in ("models", "upstreams"):
+        if isinstance(value, dict) and dotted not in _TABLES:
             flat.update(_flatten(value, dotted + "."))
         else:
             flat[dotted] = value
@@ -294,9 +294,10 @@ def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str, str]]
     rows = []
     settings = loaded.settings
     for dotted in _leaf_fields():
-        section, _, name = dotted.partition(".")
-        holder = getattr(settings, section) if name else settings
-        field_name = name or section
+        *parents, field_name = dotted.split(".")
+        holder = settings
+        for part in parents:
+            holder = getattr(holder, part)
         value = getattr(holder, field_name)
         info = type(holder).model_fields[field_name]
         if isinstance(value, SecretStr):
@@ -311,6 +312,11 @@ def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str, str]]
     for upstream in settings.upstreams:
         described = f"{upstream.kind} {upstream.url} model={upstream.model} trust={upstream.trust}"
         rows.append((f"upstreams.{upstream.name}", described, loaded.sources.get("upstreams", "file"), ""))
+    for kind in ("custom_terms", "custom_patterns"):
+        for name, value in getattr(settings.guard, kind).items():
+            # The terms themselves are sensitive (customer names...): show how many, not which.
+            shown = f"{len(value)} terms" if isinstance(value, list) else "(pattern set)"
+            rows.append((f"guard.{kind}.{name}", shown, loaded.sources.get(f"guard.{kind}", "file"), ""))
     for model, override in settings.models.items():
         for name, value in override.model_dump().items():
             if value is not None:

@@ -27,6 +27,7 @@ ROUTE_HEADER = "X-LocalLLM-Route"
 CACHE_HEADER = "X-LocalLLM-Cache"
 SIMILARITY_HEADER = "X-LocalLLM-Cache-Similarity"
 FALLBACK_HEADER = "X-LocalLLM-Fallback-Reason"
+ROUTE_REASON_HEADER = "X-LocalLLM-Route-Reason"
 
 
 async def read_json(request: web.Request) -> object:
@@ -86,6 +87,8 @@ def served_by(gen: Generation) -> dict[str, str]:
         headers[SIMILARITY_HEADER] = f"{gen.similarity:.4f}"
     if gen.fallback_reason is not None:
         headers[FALLBACK_HEADER] = gen.fallback_reason
+    if gen.route_reason is not None:
+        headers[ROUTE_REASON_HEADER] = gen.route_reason
     return headers
 
 
@@ -156,7 +159,10 @@ async def health(request: web.Request) -> web.Response:
     payload = {"status": status, "models": models, "uptime_s": round(time.time() - request.app[STARTED_AT], 1),
                "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1),
                "cache": services.cache_state if services is not None else "off",
+               "guard": "on" if services is not None and services.scanner is not None else "off",
                "upstreams": _upstream_states(request.app)}
+    if PIPELINE in request.app:
+        payload["cascade"] = dict(request.app[PIPELINE].cascade_counts)
     return web.json_response(payload, status=200 if ready else 503)
 
 
@@ -165,7 +171,8 @@ def _upstream_states(app: web.Application) -> list[dict]:
     if upstreams is None:
         return []
     return [{"name": state.name, "circuit": state.state, "failures": state.consecutive_failures,
-             "half_open_in_s": round(state.seconds_until_half_open, 1)} for state in upstreams.states()]
+             "half_open_in_s": None if state.seconds_until_half_open is None
+             else round(state.seconds_until_half_open, 1)} for state in upstreams.states()]
 
 
 def add_routes(app: web.Application) -> None:

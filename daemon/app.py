@@ -11,7 +11,6 @@ from aiohttp import web
 
 from localllm.config import Settings
 from localllm.errors import LocalLLMError, PayloadTooLarge, ServiceUnavailable
-from localllm.fallback.budget import Budget
 from localllm.fallback.upstream_registry import UpstreamRegistry
 from localllm.store.request_log import RequestRecord
 
@@ -19,10 +18,11 @@ from .api_openai import add_routes
 from .api_store import add_store_routes
 from .app_keys import PIPELINE, REGISTRY, SERVICES, SETTINGS, STARTED_AT, UPSTREAMS
 from .model_registry import ModelRegistry
-from .pipeline import Pipeline
+from .pipeline_factory import build_pipeline
 from .request_context import DEFAULT_NAMESPACE, NAMESPACE_HEADER
+from .route_explain import add_route_routes
 from .security import HostCheck, TokenCheck, cors_headers
-from .services import Services, open_services, start_cache
+from .services import Services, load_embedder_for, open_services, start_cache
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, api_token: str | 
     app.on_cleanup.append(_close_upstreams)
     add_routes(app)
     add_store_routes(app)
+    add_route_routes(app)
     if manage_models:
         app.cleanup_ctx.append(_model_lifecycle)
     if services is None:
@@ -105,19 +106,7 @@ def _install_services(app: web.Application, services: Services) -> None:
     app[SERVICES] = services
     if services.cache is not None:
         services.cache_state = "on"
-    app[PIPELINE] = Pipeline(app[REGISTRY], cache=services.cache, embedder=services.embedder,
-                             request_log=services.request_log, cache_settings=app[SETTINGS].cache,
-                             upstreams=app[UPSTREAMS], budget=_budget(app[SETTINGS], services),
-                             local_failure_upstream=app[SETTINGS].routing.local_failure_upstream)
-
-
-def _budget(settings: Settings, services: Services) -> Budget | None:
-    """Spend caps, if any are set, seeded with this day's and month's spend from the request log."""
-    capped = [settings.budget.daily_usd, settings.budget.monthly_usd]
-    capped += [cap for u in settings.upstreams for cap in (u.daily_budget_usd, u.monthly_budget_usd)]
-    if not settings.upstreams or all(cap is None for cap in capped):
-        return None
-    return Budget(settings.budget, {u.name: u for u in settings.upstreams}, spent=dict(services.spend_so_far))
+    app[PIPELINE] = build_pipeline(app[SETTINGS], app[REGISTRY], services, app[UPSTREAMS])
 
 
 async def _close_upstreams(app: web.Application) -> None:
@@ -130,6 +119,9 @@ async def _services_lifecycle(app: web.Application) -> AsyncIterator[None]:
     services = await open_services(settings, with_cache=False)
     _install_services(app, services)
     warming = None
+    if not settings.cache.enabled and settings.router.enabled:
+        # The router scores the prompt's embedding even with the cache off.
+        warming = asyncio.create_task(_load_router_embedder(app, services))
     if settings.cache.enabled:
         # The daemon answers at once; requests bypass the cache until it is warm.
         services.cache_state = "loading"
@@ -151,6 +143,15 @@ async def _warm_cache(app: web.Application, services: Services) -> None:
     pipeline.embedder, pipeline.cache = services.embedder, services.cache
     services.cache_state = "on"
     log.info("semantic cache ready")
+
+
+async def _load_router_embedder(app: web.Application, services: Services) -> None:
+    try:
+        services.embedder = await load_embedder_for(app[SETTINGS])
+    except Exception as exc:
+        log.error("the embedder could not load (%s); the router cannot score requests", exc)
+        return
+    app[PIPELINE].embedder = services.embedder
 
 
 def _log_refused(request: web.Request, exc: LocalLLMError) -> None:

@@ -14,8 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from localllm.config import EngineSettings
 from localllm.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
+
+from .confidence import ConfidenceMeter
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,9 @@ class Finished:
     finish_reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
+    # How sure the model was (local generation only): for the confidence cascade.
+    mean_logprob: float | None = None
+    mean_entropy: float | None = None
 
 
 class ModelLoadError(ServiceUnavailable):
@@ -163,10 +170,20 @@ class LlamaEngine:
         from llama_cpp import StoppingCriteriaList
 
         sampled = 0
+        confidence = ConfidenceMeter()
 
-        def count_and_check_cancel(_ids, _logits) -> bool:
+        import llama_cpp
+
+        n_vocab = self._llm.n_vocab()
+        ctx = self._llm._ctx.ctx
+
+        def count_and_check_cancel(ids, _scores) -> bool:
             nonlocal sampled
             sampled += 1
+            # llama-cpp-python no longer copies logits out (``_scores`` is zeros without
+            # logits_all); the row the token was just sampled from is still in the context.
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+            confidence.observe(ids, logits)
             return job.cancel.is_set()
 
         s = job.sampling
@@ -210,7 +227,8 @@ class LlamaEngine:
         # sequence) is sampled but not part of the answer.
         # llama-cpp-python samples one token past max_tokens before it notices the limit.
         completion_tokens = max(sampled - 1, 0) if finish_reason == "stop" else min(sampled, job.max_tokens)
-        yield Finished(finish_reason, len(job.prompt_tokens), completion_tokens)
+        yield Finished(finish_reason, len(job.prompt_tokens), completion_tokens, confidence.mean_logprob,
+                       confidence.mean_entropy)
 
     def close(self) -> None:
         if self._llm is not None:

@@ -44,6 +44,25 @@ class ChatMessage(_Body):
         return {"role": role, "content": self.text()}
 
 
+class LocalLLMOptions(BaseModel):
+    """The ``localllm`` body field: what a client may ask of routing. It can only make a
+    request stricter; the sensitive-data policy is the config's alone."""
+
+    escalation: Literal["never", "auto", "prefer"] | None = None
+    cascade: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_known(cls, value):
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - {"escalation", "cascade"})
+            if unknown:
+                raise _Unsupported("localllm", f"localllm.{unknown[0]} cannot be set by a request: only "
+                                   "`escalation` (never|auto|prefer) and `cascade` (true|false) can. The "
+                                   "sensitive-data policy is set in the config ([policy]), never per request.")
+        return value
+
+
 class StreamOptions(_Body):
     include_usage: bool = False
 
@@ -103,6 +122,7 @@ class ChatCompletionRequest(_Generation):
     functions: list[Any] | None = None
     response_format: dict | None = None
     logprobs: bool | None = None
+    localllm: LocalLLMOptions | None = None
 
     @model_validator(mode="after")
     def _unsupported(self):

@@ -22,18 +22,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from localllm.config import CacheSettings
+from localllm.decision_settings import CascadeSettings, PolicySettings, RouterSettings
 from localllm.errors import LocalLLMError
 from localllm.fallback.budget import Budget, Reservation, estimate_prompt_tokens, worst_case_usd
 from localllm.fallback.errors import UpstreamError
+from localllm.fallback.guard.policy import EgressPolicy
+from localllm.fallback.guard.scan import Finding, RequestScanner, count_types
+from localllm.fallback.guard.vault import RedactionVault
 from localllm.fallback.upstream_registry import UpstreamRegistry
 from localllm.store.cache_keys import scope_sha256
+from localllm.store.egress_audit import EgressAudit, EgressRecord, content_sha256
 from localllm.store.request_log import RequestLog, RequestRecord, prompt_sha256
 from localllm.store.semantic_cache import CachedAnswer, SemanticCache
 
+from .cascade import weak_answer_reason
 from .engine import Finished, GenerationJob, TextDelta
 from .model_registry import ModelRegistry
 from .openai_requests import ChatCompletionRequest, CompletionRequest, _Generation
 from .request_context import RequestContext
+from .route_decision import Escalation, RoutePlan, RoutePlanner, stricter
 from .upstream_route import OpenedUpstream, buffer_answer, cost_usd, open_upstream, upstream_named
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,7 @@ class Generation:
     cache: str | None = None  # hit | miss | bypass; None when no cache is configured
     similarity: float | None = None
     fallback_reason: str | None = None  # an upstream was asked for but the answer is local
+    route_reason: str | None = None  # why it was escalated: router | client_prefer | cascade_* | ...
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -65,7 +73,9 @@ class Pipeline:
     def __init__(self, registry: ModelRegistry, *, cache: SemanticCache | None = None, embedder=None,
                  request_log: RequestLog | None = None, cache_settings: CacheSettings | None = None,
                  upstreams: UpstreamRegistry | None = None, budget: Budget | None = None,
-                 local_failure_upstream: str | None = None):
+                 local_failure_upstream: str | None = None, scanner: RequestScanner | None = None,
+                 planner: RoutePlanner | None = None, audit: EgressAudit | None = None,
+                 cascade_settings: CascadeSettings | None = None):
         self.registry = registry
         self.upstreams = upstreams
         self.budget = budget
@@ -74,38 +84,82 @@ class Pipeline:
         self.embedder = embedder
         self.request_log = request_log
         self.cache_settings = cache_settings or CacheSettings()
+        self.scanner = scanner
+        self.planner = planner or RoutePlanner(
+            router_settings=RouterSettings(), cascade_settings=CascadeSettings(), upstreams=upstreams,
+            policy=EgressPolicy(PolicySettings()), guard_enabled=scanner is not None)
+        self.audit = audit
+        self.cascade_settings = cascade_settings or self.planner.cascade_settings
+        self.cascade_counts = {"judged": 0, "fired": 0}
 
     async def chat(self, request: ChatCompletionRequest, ctx: RequestContext | None = None) -> Generation:
         ctx = ctx or RequestContext()
         messages = request.template_messages()
+        # The scan (tens of ms with NER) runs beside the cache lookup and generation; it is
+        # awaited where a decision needs it: before anything leaves, and before caching.
+        scan = self._start_scan(messages)
+        escalation = stricter(ctx.escalation, request.localllm.escalation if request.localllm else None)
         upstream = upstream_named(self.upstreams, request.model)
-        if upstream is not None:
-            answer = await self._try_upstream(upstream, request, messages, ctx)
+        if upstream is not None:  # the client named an upstream: still subject to the policy
+            answer = await self._try_upstream(upstream, request, messages, ctx, scan, "explicit_model")
             if isinstance(answer, Generation):
                 return answer
-            return await self._chat_locally(self.registry.default, request, messages, ctx, fallback_reason=answer)
+            return await self._chat_locally(self.registry.default, request, messages, ctx, scan,
+                                            fallback_reason=answer)
         scheduler = self.registry.get(request.model)
         unavailable = scheduler.unavailable_reason()
-        if unavailable is not None and self.local_failure_upstream is not None:
+        if unavailable is not None and self.local_failure_upstream is not None and escalation != "never":
             # The local engine cannot take it now; the config allows this upstream instead.
             answer = await self._try_upstream(self.upstreams.get(self.local_failure_upstream), request, messages,
-                                              ctx, local_reason=f"local_{unavailable}")
+                                              ctx, scan, "local_unavailable", local_reason=f"local_{unavailable}")
             if isinstance(answer, Generation):
                 return answer
-        return await self._chat_locally(scheduler, request, messages, ctx, None)
+        return await self._chat_locally(scheduler, request, messages, ctx, scan, escalation=escalation)
+
+    async def router_score(self, messages: list[dict], vector: np.ndarray | None, *, always: bool = False
+                           ) -> tuple[float | None, np.ndarray | None]:
+        """The complexity score of the last user turn, reusing the cache's embedding of it."""
+        if not (always or self.planner.scores_requests) or self.planner.complexity_router is None \
+                or self.embedder is None:
+            return None, vector
+        question = last_user_text(messages)
+        if vector is None:
+            vector = await self.embed(question)
+        return await self.planner.score(question, vector), vector
+
+    async def scan(self, messages: list[dict]) -> list[Finding]:
+        return await self.scanner.scan(messages) if self.scanner is not None else []
+
+    def _start_scan(self, messages: list[dict]) -> asyncio.Future[list[Finding]]:
+        task = asyncio.ensure_future(self.scan(messages))
+        # A request that fails before needing the findings must not leave an unretrieved error.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
 
     async def _try_upstream(self, upstream, request: ChatCompletionRequest, messages: list[dict],
-                            ctx: RequestContext, local_reason: str | None = None) -> Generation | str:
+                            ctx: RequestContext, scan: Awaitable[list[Finding]], egress_reason: str, *,
+                            local_reason: str | None = None, route_reason: str | None = None,
+                            vector: np.ndarray | None = None, score: float | None = None) -> Generation | str:
         """The upstream's answer, or the reason it could not give one (to answer locally instead)."""
-        record = self._record("chat", ctx, upstream.settings.model, request, messages)
+        findings = await scan
+        verdict = self.planner.egress_verdict(findings, upstream)
+        if verdict.action == "block":
+            log.info("policy keeps a request from %s (%s)", upstream.name, ",".join(verdict.blocked_classes))
+            return verdict.reason
+        vault = RedactionVault()
+        sent = vault.redact(messages, verdict.to_redact) if verdict.to_redact else messages
+        record = self._record("chat", ctx, upstream.settings.model, request, sent)
         record.upstream, record.fallback_reason = upstream.name, local_reason
+        sensitive = self.planner.policy.sensitive(findings)
+        record.route_reason, record.router_score, record.sensitive = route_reason, score, len(sensitive)
         # Upstream answers cost money: they are cached too, in their own scope.
         key = self._chat_cache_key(request, f"{upstream.name}/{upstream.settings.model}", messages)
-        hit, outcome, vector = await self._consult_cache(key, request, ctx)
+        hit, outcome, vector = await self._consult_cache(key, request, ctx, vector)
         if hit is not None:
             gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
             return self._replay(gen_id, upstream.settings.model, hit, record, ctx.started_at)
         record.cache = outcome
+        record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
         reservation = None
         opened = None
         try:
@@ -114,8 +168,9 @@ class Pipeline:
                 # An explicit max_tokens makes the reserved worst case a real bound.
                 max_tokens = max_tokens or self.budget.settings.default_max_tokens
                 reservation = self.budget.reserve(upstream.name, worst_case_usd(
-                    upstream.settings, estimate_prompt_tokens(messages), max_tokens))
-            opened = await open_upstream(upstream, request, messages, max_tokens)
+                    upstream.settings, estimate_prompt_tokens(sent), max_tokens))
+            await self._audit_egress(upstream, sent, verdict, record, ctx, route_reason or egress_reason)
+            opened = await open_upstream(upstream, request, sent, max_tokens)
             if not request.stream:
                 # Nothing reaches a non-streaming client before the end, so a failure
                 # anywhere in the upstream's answer can still be answered locally.
@@ -126,7 +181,9 @@ class Pipeline:
                 self.budget.settle(reservation, reservation.amount if opened is not None else 0.0)
             log.info("upstream %s failed (%s); answering locally", upstream.name, exc.reason)
             return exc.reason
-        store = outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
+        # A prompt with sensitive values is never stored in the cache (not even redacted).
+        store = (outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
+                 and not sensitive)
 
         def store_answer(text: str, event: Finished):
             if not store:
@@ -134,12 +191,23 @@ class Pipeline:
             usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
             return self._store(ctx.namespace, key, vector, upstream.settings.model, text, event.finish_reason, usage)
 
-        gen = self._relay(opened, record, ctx.started_at, reservation, store_answer)
-        gen.fallback_reason, gen.cache = local_reason, outcome
+        gen = self._relay(opened, record, ctx.started_at, reservation, store_answer, vault)
+        gen.fallback_reason, gen.cache, gen.route_reason = local_reason, outcome, route_reason
         return gen
 
+    async def _audit_egress(self, upstream, sent: list[dict], verdict, record: RequestRecord,
+                            ctx: RequestContext, reason: str) -> None:
+        if self.audit is None:
+            return
+        # Committed before anything is sent: a crash mid-request still leaves the trace.
+        await self.audit.record(EgressRecord(
+            upstream=upstream.name, trust=upstream.settings.trust, model=upstream.settings.model,
+            action=verdict.action, redacted=count_types(verdict.to_redact), content_sha256=content_sha256(sent),
+            reason=reason, request_id=record.request_id, namespace=ctx.namespace))
+
     async def _chat_locally(self, scheduler, request: ChatCompletionRequest, messages: list[dict],
-                            ctx: RequestContext, fallback_reason: str | None) -> Generation:
+                            ctx: RequestContext, scan: Awaitable[list[Finding]], *,
+                            fallback_reason: str | None = None, escalation: Escalation = "never") -> Generation:
         record = self._record("chat", ctx, scheduler.model_name, request, messages)
         record.fallback_reason = fallback_reason
         key = self._chat_cache_key(request, scheduler.model_name, messages)
@@ -147,12 +215,66 @@ class Pipeline:
         hit, outcome, vector = await self._consult_cache(key, request, ctx)
         if hit is not None:
             gen = self._replay(gen_id, scheduler.model_name, hit, record, ctx.started_at)
-        else:
-            prompt_tokens = await scheduler.render_and_tokenize(messages)
-            gen = self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx,
-                                 shrink=fallback_reason is not None)
+            gen.fallback_reason = fallback_reason
+            return gen
+        plan = RoutePlan()
+        if escalation != "never" and self.planner.escalation_upstream is not None:
+            score, vector = await self.router_score(messages, vector)
+            plan = self.planner.plan(await scan, escalation, score, stream=request.stream,
+                                     cascade_opt_in=bool(request.localllm and request.localllm.cascade))
+        record.router_score = plan.score
+        if plan.escalate is not None:
+            answer = await self._try_upstream(plan.escalate, request, messages, ctx, scan, plan.route_reason,
+                                              route_reason=plan.route_reason, vector=vector, score=plan.score)
+            if isinstance(answer, Generation):
+                return answer
+            record.fallback_reason = fallback_reason = answer
+        prompt_tokens = await scheduler.render_and_tokenize(messages)
+        if plan.cascade is not None:
+            return await self._cascade(plan, gen_id, scheduler, prompt_tokens, request, messages, record, outcome,
+                                       key, vector, ctx, scan)
+        gen = self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx,
+                             shrink=fallback_reason is not None, scan=scan, messages=messages)
         gen.fallback_reason = fallback_reason
         return gen
+
+    async def _cascade(self, plan: RoutePlan, gen_id, scheduler, prompt_tokens, request, messages, record,
+                       outcome, key, vector, ctx: RequestContext, scan) -> Generation:
+        """Answer locally in full, judge the answer, and escalate it if weak and allowed."""
+        max_tokens = scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens)
+        job = GenerationJob(prompt_tokens, max_tokens, request.sampling())
+        try:
+            events = [event async for event in scheduler.stream(job)]
+        except LocalLLMError as exc:
+            self._finish_record_soon(record, ctx.started_at, exc.status, type(exc).__name__)
+            exc.logged = True
+            raise
+        text = "".join(e.text for e in events if isinstance(e, TextDelta))
+        weak = weak_answer_reason(text, events[-1], self.cascade_settings)
+        self.cascade_counts["judged"] += 1
+        fallback_reason = None
+        if weak is not None:
+            self.cascade_counts["fired"] += 1
+            answer = await self._try_upstream(plan.cascade, request, messages, ctx, scan, weak,
+                                              route_reason=weak, vector=vector, score=plan.score)
+            if isinstance(answer, Generation):
+                return answer
+            record.fallback_reason = fallback_reason = answer
+        record.route, record.cache = "local", outcome
+        # A weak answer is not cached: the next time, the upstream may be able to do better.
+        store = weak is None and outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
+        sensitive = self.planner.policy.sensitive(await scan)
+
+        def store_answer(text: str, event: Finished):
+            if not store or sensitive:
+                return None
+            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
+            return self._store(ctx.namespace, key, vector, scheduler.model_name, text, event.finish_reason, usage)
+
+        self._note_sensitive(record, messages, sensitive)
+        observed = self._observe(_iterate(events), record, ctx.started_at, store_answer)
+        return Generation(gen_id, scheduler.model_name, "local", observed, cache=outcome,
+                          fallback_reason=fallback_reason)
 
     async def complete(self, request: CompletionRequest, ctx: RequestContext | None = None) -> Generation:
         ctx = ctx or RequestContext()
@@ -165,7 +287,9 @@ class Pipeline:
         if hit is not None:
             return self._replay(gen_id, scheduler.model_name, hit, record, ctx.started_at)
         prompt_tokens = await scheduler.tokenize(request.prompt)
-        return self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx)
+        as_messages = [{"role": "user", "content": request.prompt}]
+        return self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx,
+                              scan=self._start_scan(as_messages), messages=as_messages)
 
     # -- cache -----------------------------------------------------------------
 
@@ -180,20 +304,22 @@ class Pipeline:
     def _deterministic(self, request: _Generation) -> bool:
         return request.temperature == 0 or request.seed is not None or self.cache_settings.allow_nondeterministic
 
-    async def _consult_cache(self, key: _CacheKey | None, request: _Generation, ctx: RequestContext
+    async def _consult_cache(self, key: _CacheKey | None, request: _Generation, ctx: RequestContext,
+                             vector: np.ndarray | None = None, *, touch: bool = True
                              ) -> tuple[CachedAnswer | None, str | None, np.ndarray | None]:
         if self.cache is None:
             return None, None, None
         if key is None or not self._deterministic(request) or (ctx.skip_cache_lookup and ctx.skip_cache_store):
             return None, "bypass", None
         if not ctx.skip_cache_lookup:
-            hit = await self.cache.lookup_exact(ctx.namespace, key.scope, key.question)
+            hit = await self.cache.lookup_exact(ctx.namespace, key.scope, key.question, touch=touch)
             if hit is not None:
                 return hit, "hit", None
-        vector = await self.embed(key.question)  # once: for the semantic lookup and for storing
+        if vector is None:  # once: for the semantic lookup, the router and storing
+            vector = await self.embed(key.question)
         if ctx.skip_cache_lookup:
             return None, "bypass", vector
-        hit = await self.cache.lookup_similar(ctx.namespace, key.scope, key.question, vector)
+        hit = await self.cache.lookup_similar(ctx.namespace, key.scope, key.question, vector, touch=touch)
         return hit, ("hit" if hit else "miss"), vector
 
     async def embed(self, text: str) -> np.ndarray:
@@ -216,19 +342,26 @@ class Pipeline:
     # -- generation ------------------------------------------------------------
 
     def _generate(self, gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector,
-                  ctx: RequestContext, *, shrink: bool = False) -> Generation:
+                  ctx: RequestContext, *, shrink: bool = False, scan: Awaitable[list[Finding]] | None = None,
+                  messages: list[dict] | None = None) -> Generation:
         max_tokens = scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens, shrink=shrink)
         job = GenerationJob(prompt_tokens, max_tokens, request.sampling())
         record.route, record.cache = "local", outcome
         store = outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
+        sensitive: list[Finding] = []
+
+        async def scanned() -> None:  # long done by the end of the answer, in practice
+            if scan is not None:
+                sensitive.extend(self.planner.policy.sensitive(await scan))
+                self._note_sensitive(record, messages, sensitive)
 
         def store_answer(text: str, event: Finished):
-            if not store:
+            if not store or sensitive:  # a prompt with sensitive values is never stored in the cache
                 return None
             usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
             return self._store(ctx.namespace, key, vector, scheduler.model_name, text, event.finish_reason, usage)
 
-        events = self._observe(scheduler.stream(job), record, ctx.started_at, store_answer)
+        events = self._observe(scheduler.stream(job), record, ctx.started_at, store_answer, before_finish=scanned)
         return Generation(gen_id, scheduler.model_name, "local", events, cache=outcome)
 
     async def _store(self, namespace, key: _CacheKey, vector, model, text, finish_reason, usage) -> None:
@@ -238,12 +371,12 @@ class Pipeline:
             log.exception("semantic cache store failed")
 
     def _relay(self, opened: OpenedUpstream, record: RequestRecord, started: float,
-               reservation: Reservation | None, store_answer) -> Generation:
+               reservation: Reservation | None, store_answer, vault: RedactionVault) -> Generation:
         """Pass an upstream's answer through, logging route, tokens and cost at the end,
         settling the budget reservation with the real cost, and caching the answer."""
         upstream = opened.upstream
         record.route = upstream.settings.trust  # onprem | cloud
-        gen_id = record.request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        gen_id = record.request_id
 
         def price(text: str, event: Finished):
             record.cost_usd = cost_usd(upstream, event)
@@ -253,7 +386,8 @@ class Pipeline:
 
         async def events() -> AsyncIterator[TextDelta | Finished]:
             try:
-                async for event in self._observe(_prepend(opened.first, opened.rest), record, started, price):
+                source = _restored(_prepend(opened.first, opened.rest), vault)
+                async for event in self._observe(source, record, started, price):
                     yield event
             finally:
                 if reservation is not None and reservation.amount:
@@ -263,7 +397,8 @@ class Pipeline:
         return Generation(gen_id, upstream.settings.model, record.route, events())
 
     async def _observe(self, source: AsyncIterator[TextDelta | Finished], record: RequestRecord, started: float,
-                       on_finished: Callable[[str, Finished], Awaitable | None] | None = None
+                       on_finished: Callable[[str, Finished], Awaitable | None] | None = None,
+                       before_finish: Callable[[], Awaitable[None]] | None = None
                        ) -> AsyncIterator[TextDelta | Finished]:
         """Pass ``source``'s events on. The request is logged (and ``on_finished``'s work done)
         before the Finished event goes out, so a client that saw the end has a committed row;
@@ -281,6 +416,8 @@ class Pipeline:
                     text = "".join(parts)
                     record.prompt_tokens, record.completion_tokens = event.prompt_tokens, event.completion_tokens
                     record.answer_text = text
+                    if before_finish is not None:
+                        await before_finish()
                     extra = on_finished(text, event) if on_finished else None
                     await asyncio.gather(self._finish_record(record, started, 200), *([extra] if extra else []))
                 yield event
@@ -296,6 +433,13 @@ class Pipeline:
             await source.aclose()
 
     # -- request log -----------------------------------------------------------
+
+    @staticmethod
+    def _note_sensitive(record: RequestRecord, messages: list[dict] | None, findings: list[Finding]) -> None:
+        record.sensitive = len(findings)
+        if findings and messages is not None:
+            # With store.log_prompts on, the log keeps the prompt, but never its sensitive values.
+            record.prompt_text = _render_messages(RedactionVault().redact(messages, findings))
 
     def _record(self, endpoint: str, ctx: RequestContext, model: str, request: _Generation, prompt) -> RequestRecord:
         record = RequestRecord(endpoint=endpoint, status=0, namespace=ctx.namespace, model=model,
@@ -322,6 +466,34 @@ def _sampling_scope(request: _Generation) -> dict:
             "stop": list(sampling.stop), "max_tokens": request.max_tokens}
 
 
+async def _restored(source: AsyncIterator[TextDelta | Finished], vault: RedactionVault
+                    ) -> AsyncIterator[TextDelta | Finished]:
+    """Put redacted values back into an upstream's answer, placeholders split across chunks included."""
+    if not vault.placeholders:
+        async for event in source:
+            yield event
+        return
+    restorer = vault.stream_restorer()
+    try:
+        async for event in source:
+            if isinstance(event, TextDelta):
+                text = restorer.feed(event.text)
+                if text:
+                    yield TextDelta(text)
+            else:
+                tail = restorer.flush()
+                if tail:
+                    yield TextDelta(tail)
+                yield event
+    finally:
+        await source.aclose()
+
+
+async def _iterate(events: list) -> AsyncIterator:
+    for event in events:
+        yield event
+
+
 async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
     try:
         yield first
@@ -329,6 +501,10 @@ async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
             yield event
     finally:
         await rest.aclose()
+
+
+def last_user_text(messages: list[dict]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
 
 
 def _render_messages(messages: list[dict]) -> str:

@@ -69,15 +69,20 @@ class Budget:
     def used(self, key: tuple[str, str]) -> float:
         return self.spent.get(key, 0.0) + self._reserved.get(key, 0.0)
 
-    def reserve(self, upstream: str, amount: float) -> Reservation:
-        """Hold ``amount`` against every cap, or raise OverBudget and hold nothing."""
-        caps = self._caps(upstream)
-        for scope, period, cap in caps:
+    def refusal(self, upstream: str, amount: float) -> str | None:
+        """Why ``amount`` more would break a cap, or None if it fits. Holds nothing."""
+        for scope, period, cap in self._caps(upstream):
             if self.used((scope, period)) + amount > cap + 1e-12:
                 which = "all upstreams" if scope == GLOBAL else upstream
-                raise OverBudget(upstream, f"The {'daily' if len(period) == 10 else 'monthly'} budget for "
-                                           f"{which} (${cap:.2f}) would be exceeded; answering locally.",
-                                 retryable=False)
+                return (f"The {'daily' if len(period) == 10 else 'monthly'} budget for {which} (${cap:.2f}) "
+                        "would be exceeded; answering locally.")
+        return None
+
+    def reserve(self, upstream: str, amount: float) -> Reservation:
+        """Hold ``amount`` against every cap, or raise OverBudget and hold nothing."""
+        refusal = self.refusal(upstream, amount)
+        if refusal is not None:
+            raise OverBudget(upstream, refusal, retryable=False)
         day, month = periods()
         keys = [(GLOBAL, day), (GLOBAL, month), (upstream, day), (upstream, month)]
         for key in keys:

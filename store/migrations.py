@@ -62,3 +62,25 @@ def request_upstream_cost(db: Database) -> None:
     db["requests"].add_column("upstream", str)        # which [[upstreams]] entry served it, if any
     db["requests"].add_column("cost_usd", float)      # at the upstream's configured prices
     db["requests"].add_column("fallback_reason", str)  # why an upstream request was answered locally
+
+
+@MIGRATIONS(name="0004_egress_audit_and_route_reason")
+def egress_audit_and_route_reason(db: Database) -> None:
+    db["egress_audit"].create({
+        "id": int,
+        "created_at": str,        # ISO 8601, UTC; written before the request leaves the device
+        "request_id": str,        # matches requests.request_id
+        "namespace": str,
+        "upstream": str,          # [[upstreams]] name
+        "trust": str,             # onprem | cloud
+        "model": str,
+        "action": str,            # allow (nothing to redact) | redact
+        "redacted": str,          # JSON {"PERSON": 2, "EMAIL_ADDRESS": 1}: types and counts, never values
+        "redacted_count": int,
+        "content_sha256": str,    # hash of exactly what was sent (after redaction)
+        "reason": str,            # why it left: router | cascade_* | explicit_model | local_unavailable | client
+    }, pk="id", not_null={"created_at", "upstream", "action", "content_sha256"})
+    db["egress_audit"].create_index(["created_at"])
+    db["requests"].add_column("route_reason", str)   # why it was escalated (router, cascade_low_confidence ...)
+    db["requests"].add_column("router_score", float)
+    db["requests"].add_column("sensitive", int)      # findings in the prompt (count); such prompts are not cached

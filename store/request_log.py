@@ -35,6 +35,9 @@ class RequestRecord:
     upstream: str | None = None
     cost_usd: float | None = None
     fallback_reason: str | None = None
+    route_reason: str | None = None
+    router_score: float | None = None
+    sensitive: int | None = None
     prompt_text: str | None = None
     answer_text: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
@@ -66,3 +69,10 @@ class RequestLog:
 def recent_requests(db: sqlite_utils.Database, limit: int = 20) -> list[dict]:
     rows = db.query("SELECT * FROM requests ORDER BY id DESC LIMIT ?", [limit])
     return [dict(row) for row in rows]
+
+
+def recent_router_scores(db: sqlite_utils.Database, limit: int = 2000) -> list[float]:
+    """The router's most recent scores, oldest first: its calibration survives a restart."""
+    rows = db.query("SELECT router_score FROM requests WHERE router_score IS NOT NULL ORDER BY id DESC LIMIT ?",
+                    [limit])
+    return [row["router_score"] for row in rows][::-1]

@@ -73,25 +73,28 @@ class SemanticCache:
             self.index.load(np.array(ids, dtype=np.int64), list(namespaces), list(scopes), list(hashes), vectors)
         log.info("semantic cache: %d entries loaded", len(rows))
 
-    async def lookup_exact(self, namespace: str, scope: str, question: str) -> CachedAnswer | None:
-        """The same question (after normalisation) in the same scope: no embedding needed."""
-        return await self._on_thread(self._lookup_exact, namespace, scope, question)
+    async def lookup_exact(self, namespace: str, scope: str, question: str, *, touch: bool = True
+                           ) -> CachedAnswer | None:
+        """The same question (after normalisation) in the same scope: no embedding needed.
+        ``touch=False`` looks without counting a hit or refreshing recency (the explain endpoint)."""
+        return await self._on_thread(self._lookup_exact, namespace, scope, question, touch)
 
-    async def lookup_similar(self, namespace: str, scope: str, question: str,
-                             vector: np.ndarray) -> CachedAnswer | None:
+    async def lookup_similar(self, namespace: str, scope: str, question: str, vector: np.ndarray, *,
+                             touch: bool = True) -> CachedAnswer | None:
         """The nearest cached questions in the scope that the verifier accepts as the same question."""
-        return await self._on_thread(self._lookup_similar, namespace, scope, question, vector)
+        return await self._on_thread(self._lookup_similar, namespace, scope, question, vector, touch)
 
-    def _lookup_exact(self, namespace: str, scope: str, question: str) -> CachedAnswer | None:
+    def _lookup_exact(self, namespace: str, scope: str, question: str, touch: bool = True) -> CachedAnswer | None:
         now = time.time()
         exact_id = self.index.exact(namespace, scope, text_sha256(question))
         if exact_id is not None:
             row = self._row(exact_id)
             if row is not None and self._fresh(row, now):
-                return self._hit(row, 1.0, "exact", now)
+                return self._hit(row, 1.0, "exact", now, touch)
         return None
 
-    def _lookup_similar(self, namespace: str, scope: str, question: str, vector: np.ndarray) -> CachedAnswer | None:
+    def _lookup_similar(self, namespace: str, scope: str, question: str, vector: np.ndarray,
+                        touch: bool = True) -> CachedAnswer | None:
         now = time.time()
         best: tuple[float, dict, float] | None = None
         for entry_id, approx in self.index.nearest(namespace, scope, vector, CANDIDATES):
@@ -110,7 +113,7 @@ class SemanticCache:
                 best = (score, row, cosine)
         if best is None:
             return None
-        return self._hit(best[1], best[2], "semantic", now)
+        return self._hit(best[1], best[2], "semantic", now, touch)
 
     def _row(self, entry_id: int) -> dict | None:
         rows = list(self._db.query("SELECT * FROM cache_entries WHERE id = ?", [entry_id]))
@@ -126,10 +129,11 @@ class SemanticCache:
         self.writer.submit(lambda db, entry_id=row["id"]: db["cache_entries"].delete_where("id = ?", [entry_id]))
         return False
 
-    def _hit(self, row: dict, similarity: float, kind: str, now: float) -> CachedAnswer:
+    def _hit(self, row: dict, similarity: float, kind: str, now: float, touch: bool) -> CachedAnswer:
         entry_id = row["id"]
-        self.writer.submit(lambda db: db.execute(
-            "UPDATE cache_entries SET last_used_at = ?, hits = hits + 1 WHERE id = ?", [now, entry_id]))
+        if touch:
+            self.writer.submit(lambda db: db.execute(
+                "UPDATE cache_entries SET last_used_at = ?, hits = hits + 1 WHERE id = ?", [now, entry_id]))
         answer = json.loads(row["answer"])
         return CachedAnswer(entry_id, answer["text"], answer["finish_reason"], answer["usage"], similarity, kind)
 

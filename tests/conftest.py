@@ -85,15 +85,28 @@ def shared_embedder():
     return load_embedder(embedder_backend(Settings()))
 
 
+@pytest.fixture(scope="session")
+def shared_scanner():
+    """The sensitive-data guard with default settings, its models loaded once."""
+    from localllm.config import Settings
+    from localllm.daemon.services import load_scanner
+
+    return load_scanner(Settings())
+
+
 @pytest.fixture
-async def open_test_services(localllm_home, shared_embedder):
-    """Open store services (database under the test home) with the shared embedder; closed after the test."""
+async def open_test_services(localllm_home, shared_embedder, shared_scanner):
+    """Open services (database under the test home) with the shared embedder and guard; closed after the test.
+    Settings with their own guard terms or patterns get a guard of their own."""
     from localllm.daemon.services import open_services
 
     opened = []
 
     async def open_(settings=None):
-        services = await open_services(settings or make_settings(), embedder=shared_embedder)
+        settings = settings or make_settings()
+        default_guard = not settings.guard.custom_terms and not settings.guard.custom_patterns and settings.guard.ner
+        services = await open_services(settings, embedder=shared_embedder,
+                                       scanner=shared_scanner if default_guard else None)
         opened.append(services)
         return services
 

@@ -79,3 +79,35 @@ def test_per_model_overrides_apply_only_to_that_model():
 def test_threads_default_to_physical_cores():
     settings = load_settings(environ={}).settings
     assert settings.engine.threads >= 1
+
+
+def test_policy_is_set_per_trust_level_and_class_in_the_file_or_env():
+    path = write_config('[policy.cloud]\nperson = "allow"\n[policy.onprem]\nfinancial = "block"\n'
+                        '[guard.custom_terms]\nACME_CUSTOMERS = ["Contoso", "Globex"]\n'
+                        '[guard.custom_patterns]\nPART_NUMBER = "PN-\\\\d{6}"\n')
+    loaded = load_settings(environ={"LOCALLLM_POLICY_CLOUD_CONTACT": "block"})
+    policy = loaded.settings.policy
+    assert (policy.cloud.person, policy.cloud.contact, policy.cloud.secret) == ("allow", "block", "block")
+    assert policy.onprem.financial == "block" and policy.onprem.person == "allow"
+    assert loaded.sources["policy.cloud.person"] == f"file {path}"
+    assert loaded.sources["policy.cloud.contact"] == "env LOCALLLM_POLICY_CLOUD_CONTACT"
+    assert loaded.settings.guard.custom_terms == {"ACME_CUSTOMERS": ["Contoso", "Globex"]}
+    assert loaded.settings.guard.custom_patterns == {"PART_NUMBER": "PN-\\d{6}"}
+    from localllm.config import describe_settings
+
+    shown = {row[0]: row[1] for row in describe_settings(loaded)}
+    assert shown["policy.cloud.person"] == "allow"
+    assert shown["guard.custom_terms.ACME_CUSTOMERS"] == "2 terms"  # the terms themselves are not printed
+    assert "Contoso" not in str(describe_settings(loaded))
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[policy.cloud]\nsecret = "allow"\n', "secrets never leave the device"),
+    ('[policy.onprem]\nperson = "maybe"\n', "policy.onprem.person"),
+    ('[guard.custom_terms]\n"acme customers" = ["x"]\n', "upper-case"),
+    ('[router]\nescalate_share = 1.5\n', "router.escalate_share"),
+])
+def test_bad_decision_settings_are_clear_errors(text, needle):
+    write_config(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(environ={})

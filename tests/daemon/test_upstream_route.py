@@ -19,23 +19,6 @@ from ..fallback.fake_upstream import FakeUpstream, Fault
 from .test_api_openai import sdk
 
 
-@pytest.fixture
-async def fake_cloud():
-    server = await FakeUpstream().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def upstream_key():
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    backend.set_password("localllm-upstream", "cloudy", SENTINEL_KEY)
-    yield backend
-    keyring.set_keyring(previous)
-
-
 def settings_with(server: FakeUpstream, **upstream):
     values = {"name": "cloudy", "kind": "openai", "base_url": server.openai_base_url, "trust": "cloud",
               "model": "gpt-test", "price_input_per_mtok": 1.0, "price_output_per_mtok": 2.0,
@@ -211,17 +194,19 @@ async def test_when_the_local_model_cannot_serve_the_configured_onprem_upstream_
     await registry.stop_all()
 
 
-def test_a_cloud_upstream_for_local_failures_needs_an_explicit_yes(fake_cloud):
+def test_upstreams_named_by_routing_and_router_must_exist(fake_cloud):
     from pydantic import ValidationError
 
     from localllm.config import Settings
 
     base = settings_with(fake_cloud).model_dump()
-    base["routing"] = {"local_failure_upstream": "cloudy"}
-    with pytest.raises(ValidationError, match="allow_cloud_when_local_fails"):
-        Settings.model_validate(base)
-    base["routing"]["allow_cloud_when_local_fails"] = True
-    assert Settings.model_validate(base).routing.local_failure_upstream == "cloudy"
+    for section, key in (("routing", "local_failure_upstream"), ("router", "escalate_to")):
+        data = {**base, section: {key: "nowhere"}}
+        with pytest.raises(ValidationError, match=f"{section}.{key} names 'nowhere'"):
+            Settings.model_validate(data)
+        # A cloud upstream may be named: what reaches it is decided by the egress policy.
+        assert getattr(Settings.model_validate({**base, section: {key: "cloudy"}}), section).model_dump()[key] \
+            == "cloudy"
 
 
 async def test_upstream_answers_are_cached_in_their_own_scope(make_client, fake_cloud, upstream_key):

@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -71,6 +72,10 @@ class FakeUpstream:
     received: list[Received] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    # Answer from the request instead of ``text`` (e.g. echo the prompt), and cut it into
+    # chunks of this many characters instead of words (to split placeholders mid-way).
+    answer_from: Callable[[dict], str] | None = None
+    chunk_chars: int | None = None
 
     def __post_init__(self):
         self._runner: web.AppRunner | None = None
@@ -111,10 +116,14 @@ class FakeUpstream:
 
     # -- shared ----------------------------------------------------------------
 
-    def _pieces(self, max_tokens: int | None) -> tuple[list[str], bool]:
+    def _pieces(self, max_tokens: int | None, body: dict | None = None) -> tuple[list[str], bool]:
         """The answer split in word-sized chunks (one "token" each), cut at max_tokens."""
-        words = self.text.split(" ")
-        pieces = [words[0]] + [" " + w for w in words[1:]]
+        text = self.answer_from(body) if self.answer_from is not None and body is not None else self.text
+        if self.chunk_chars:
+            pieces = [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)]
+        else:
+            words = text.split(" ")
+            pieces = [words[0]] + [" " + w for w in words[1:]]
         if max_tokens is not None and max_tokens < len(pieces):
             return pieces[:max_tokens], True
         return pieces, False
@@ -163,7 +172,7 @@ class FakeUpstream:
         early = self._early_fault(request, fault, anthropic=False)
         if early is not None:
             return early
-        pieces, cut = self._pieces(body.get("max_completion_tokens") or body.get("max_tokens"))
+        pieces, cut = self._pieces(body.get("max_completion_tokens") or body.get("max_tokens"), body)
         finish = "length" if cut else "stop"
         ident, created, model = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time()), body["model"]
         usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": len(pieces),
@@ -207,7 +216,7 @@ class FakeUpstream:
         early = self._early_fault(request, fault, anthropic=True)
         if early is not None:
             return early
-        pieces, cut = self._pieces(body["max_tokens"])
+        pieces, cut = self._pieces(body["max_tokens"], body)
         stop_reason = "max_tokens" if cut else "end_turn"
         ident, model = f"msg_{uuid.uuid4().hex[:24]}", body["model"]
         message = {"id": ident, "type": "message", "role": "assistant", "model": model, "content": [],
