@@ -275,3 +275,15 @@ async def test_explain_scores_even_without_an_upstream_and_rejects_bad_bodies(ma
     assert "escalate_to is not set" in " ".join(plan["reasons"])
     bad = await app_client.post("/v1/route", json={"model": DEFAULT_MODEL})
     assert bad.status == 400 and (await bad.json())["error"]["param"] == "messages"
+
+
+async def test_explain_score_is_the_routers_score_of_the_last_user_turn(make_client, shared_embedder):
+    from localllm.daemon.router.complexity_router import ComplexityRouter
+
+    app_client = await make_client(make_settings(cache={"enabled": False}))
+    question = "A train leaves at 3 pm going 60 mph; another at 4 pm going 80 mph. When does the second catch up?"
+    body = {"model": DEFAULT_MODEL, "messages": [{"role": "system", "content": "Be brief."},
+                                                 {"role": "user", "content": question}]}
+    plan = await (await app_client.post("/v1/route", json=body)).json()
+    expected = ComplexityRouter.load().score(question, shared_embedder.embed([question])[0])
+    assert plan["router"]["score"] == pytest.approx(expected, abs=1e-4)

@@ -48,7 +48,9 @@ def test_large_groups_move_to_hnsw_and_still_find_neighbours():
     assert group.ann is not None
     probes = range(0, n, 97)
     found = sum(index.nearest("ns", "s", vectors[i], k=1)[0][0] == i for i in probes)
-    assert found >= 0.98 * len(probes)
+    # HNSW is approximate and usearch builds its graph with threads (not bit-reproducible):
+    # one miss in 48 happens now and then; a broken index finds few or none.
+    assert found >= 0.9 * len(probes)
     index.remove(0)
     assert all(entry_id != 0 for entry_id, _ in index.nearest("ns", "s", vectors[0], k=5))
     assert len(index) == n - 1
