@@ -88,3 +88,32 @@ def test_status_without_daemon_says_so_and_fails(monkeypatch):
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code == 1
     assert "not running" in result.output
+
+
+async def test_ask_in_process_runs_the_same_routing_as_the_daemon(run, memory_keyring):
+    """Guard, router and policy apply in-process too: a hard question escalates, redacted."""
+    import asyncio
+
+    from localllm import paths
+    from localllm.store.database import open_database
+
+    from ..fallback.fake_upstream import FakeUpstream
+
+    cloud = await FakeUpstream(answer_from=lambda body: "cloud saw: " + body["messages"][-1]["content"]).start()
+    try:
+        memory_keyring.set_password("localllm-upstream", "cloudy", "sk-test-in-process")
+        config = paths.config_file()
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(f'[[upstreams]]\nname = "cloudy"\nkind = "openai"\nbase_url = "{cloud.openai_base_url}"\n'
+                          'trust = "cloud"\nmodel = "gpt-test"\n[router]\nescalate_to = "cloudy"\nthreshold = 0.0\n')
+        result = await asyncio.to_thread(run, "ask", "--json", "--max-tokens", "20",
+                                         "Email dana.scully@fbi.example about the case.")
+    finally:
+        await cloud.stop()
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)["choices"][0]["message"]["content"]
+    assert answer == "cloud saw: Email dana.scully@fbi.example about the case."  # restored for the user
+    sent = cloud.received[-1].body["messages"][-1]["content"]
+    assert "dana.scully@fbi.example" not in sent and "[EMAIL_ADDRESS_1]" in sent
+    audit = list(open_database().query("SELECT upstream, action, reason FROM egress_audit"))
+    assert audit == [{"upstream": "cloudy", "action": "redact", "reason": "router"}]

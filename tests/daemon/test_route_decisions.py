@@ -287,3 +287,14 @@ async def test_explain_score_is_the_routers_score_of_the_last_user_turn(make_cli
     plan = await (await app_client.post("/v1/route", json=body)).json()
     expected = ComplexityRouter.load().score(question, shared_embedder.embed([question])[0])
     assert plan["router"]["score"] == pytest.approx(expected, abs=1e-4)
+
+
+async def test_custom_terms_and_patterns_from_the_config_are_redacted(make_client, fake_cloud, upstream_key):
+    fake_cloud.answer_from = echo_placeholders
+    settings = with_updates(settings_with(fake_cloud), guard={"custom_terms": {"ACME_CUSTOMERS": ["Contoso"]},
+                                                              "custom_patterns": {"PART_NUMBER": r"PN-\d{6}"}})
+    raw = await sdk(await make_client(settings)).chat.completions.with_raw_response.create(
+        model="cloudy", messages=[{"role": "user", "content": "Does contoso still order PN-123456?"}], max_tokens=30)
+    sent = fake_cloud.received[-1].body["messages"][-1]["content"]
+    assert sent == "Does [CUSTOM_ACME_CUSTOMERS_1] still order [CUSTOM_PART_NUMBER_1]?"
+    assert raw.parse().choices[0].message.content == "Done: contoso / PN-123456."
