@@ -41,7 +41,14 @@ from .model_registry import ModelRegistry
 from .openai_requests import ChatCompletionRequest, CompletionRequest, _Generation
 from .request_context import RequestContext
 from .route_decision import Escalation, RoutePlan, RoutePlanner, stricter
-from .upstream_route import OpenedUpstream, buffer_answer, cost_usd, open_upstream, upstream_named
+from .upstream_route import (
+    OpenedUpstream,
+    buffer_answer,
+    cost_usd,
+    open_upstream,
+    restore_placeholders,
+    upstream_named,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +192,7 @@ class Pipeline:
         store = (outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
                  and not sensitive)
 
-        def store_answer(text: str, event: Finished):
-            if not store:
-                return None
-            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
-            return self._store(ctx.namespace, key, vector, upstream.settings.model, text, event.finish_reason, usage)
-
+        store_answer = self._cache_writer(ctx, key, vector, upstream.settings.model, lambda: store)
         gen = self._relay(opened, record, ctx.started_at, reservation, store_answer, vault)
         gen.fallback_reason, gen.cache, gen.route_reason = local_reason, outcome, route_reason
         return gen
@@ -265,12 +267,7 @@ class Pipeline:
         store = weak is None and outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
         sensitive = self.planner.policy.sensitive(await scan)
 
-        def store_answer(text: str, event: Finished):
-            if not store or sensitive:
-                return None
-            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
-            return self._store(ctx.namespace, key, vector, scheduler.model_name, text, event.finish_reason, usage)
-
+        store_answer = self._cache_writer(ctx, key, vector, scheduler.model_name, lambda: store and not sensitive)
         self._note_sensitive(record, messages, sensitive)
         observed = self._observe(_iterate(events), record, ctx.started_at, store_answer)
         return Generation(gen_id, scheduler.model_name, "local", observed, cache=outcome,
@@ -355,14 +352,22 @@ class Pipeline:
                 sensitive.extend(self.planner.policy.sensitive(await scan))
                 self._note_sensitive(record, messages, sensitive)
 
-        def store_answer(text: str, event: Finished):
-            if not store or sensitive:  # a prompt with sensitive values is never stored in the cache
-                return None
-            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
-            return self._store(ctx.namespace, key, vector, scheduler.model_name, text, event.finish_reason, usage)
-
+        # A prompt with sensitive values is never stored in the cache (known once scanned()).
+        store_answer = self._cache_writer(ctx, key, vector, scheduler.model_name, lambda: store and not sensitive)
         events = self._observe(scheduler.stream(job), record, ctx.started_at, store_answer, before_finish=scanned)
         return Generation(gen_id, scheduler.model_name, "local", events, cache=outcome)
+
+    def _cache_writer(self, ctx: RequestContext, key: _CacheKey, vector, model: str,
+                      allowed: Callable[[], bool]) -> Callable[[str, Finished], Awaitable | None]:
+        """The ``on_finished`` hook that stores a complete answer, if ``allowed()`` says so then."""
+
+        def store_answer(text: str, event: Finished):
+            if not allowed():
+                return None
+            usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
+            return self._store(ctx.namespace, key, vector, model, text, event.finish_reason, usage)
+
+        return store_answer
 
     async def _store(self, namespace, key: _CacheKey, vector, model, text, finish_reason, usage) -> None:
         try:
@@ -386,7 +391,7 @@ class Pipeline:
 
         async def events() -> AsyncIterator[TextDelta | Finished]:
             try:
-                source = _restored(_prepend(opened.first, opened.rest), vault)
+                source = restore_placeholders(_prepend(opened.first, opened.rest), vault)
                 async for event in self._observe(source, record, started, price):
                     yield event
             finally:
@@ -464,29 +469,6 @@ def _sampling_scope(request: _Generation) -> dict:
     return {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
             "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": sampling.seed,
             "stop": list(sampling.stop), "max_tokens": request.max_tokens}
-
-
-async def _restored(source: AsyncIterator[TextDelta | Finished], vault: RedactionVault
-                    ) -> AsyncIterator[TextDelta | Finished]:
-    """Put redacted values back into an upstream's answer, placeholders split across chunks included."""
-    if not vault.placeholders:
-        async for event in source:
-            yield event
-        return
-    restorer = vault.stream_restorer()
-    try:
-        async for event in source:
-            if isinstance(event, TextDelta):
-                text = restorer.feed(event.text)
-                if text:
-                    yield TextDelta(text)
-            else:
-                tail = restorer.flush()
-                if tail:
-                    yield TextDelta(tail)
-                yield event
-    finally:
-        await source.aclose()
 
 
 async def _iterate(events: list) -> AsyncIterator:

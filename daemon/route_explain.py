@@ -12,6 +12,7 @@ from aiohttp import web
 
 from localllm.fallback.budget import estimate_prompt_tokens, worst_case_usd
 
+from .api_openai import read_json
 from .app_keys import PIPELINE
 from .openai_requests import ChatCompletionRequest, parse_request
 from .pipeline import Pipeline
@@ -105,8 +106,6 @@ def _upstream(upstream) -> dict:
 
 async def explain(request: web.Request) -> web.Response:
     ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
-    from .api_openai import read_json
-
     body = parse_request(ChatCompletionRequest, await read_json(request))
     return web.json_response(await explain_route(request.app[PIPELINE], body, ctx))
 

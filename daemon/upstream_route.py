@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from localllm.errors import ModelNotFound
 from localllm.fallback.errors import UpstreamError
+from localllm.fallback.guard.vault import RedactionVault
 from localllm.fallback.keys import get_key
 from localllm.fallback.providers import UpstreamRequest
 from localllm.fallback.reliability import ReliableUpstream
@@ -90,3 +91,26 @@ async def buffer_answer(opened: OpenedUpstream) -> OpenedUpstream:
             yield event
 
     return OpenedUpstream(opened.upstream, events[0], replay())
+
+
+async def restore_placeholders(source: AsyncIterator[TextDelta | Finished], vault: RedactionVault
+                               ) -> AsyncIterator[TextDelta | Finished]:
+    """Put redacted values back into an upstream's answer, placeholders split across chunks included."""
+    if not vault.placeholders:
+        async for event in source:
+            yield event
+        return
+    restorer = vault.stream_restorer()
+    try:
+        async for event in source:
+            if isinstance(event, TextDelta):
+                text = restorer.feed(event.text)
+                if text:
+                    yield TextDelta(text)
+            else:
+                tail = restorer.flush()
+                if tail:
+                    yield TextDelta(tail)
+                yield event
+    finally:
+        await source.aclose()
