@@ -56,7 +56,7 @@ def main() -> None:
     prompts = load_prompts(args.prompts)
     for i, (prompt, weak_wrong) in enumerate(prompts):
         tokens = engine.tokenize(engine.render_chat([{"role": "user", "content": prompt}]))
-        job = GenerationJob(tokens, args.max_tokens, Sampling(temperature=0.0))
+        job = GenerationJob(tokens, args.max_tokens, Sampling(temperature=0.0), measure_confidence=True)
         text, finished = "", None
         for event in engine.generate(job):
             if isinstance(event, TextDelta):

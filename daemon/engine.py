@@ -50,6 +50,9 @@ class GenerationJob:
     max_tokens: int
     sampling: Sampling
     cancel: threading.Event = field(default_factory=threading.Event)
+    # Report mean log-probability and entropy (for the cascade): a softmax over the
+    # vocabulary per token, so only when someone will judge the answer.
+    measure_confidence: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,8 @@ class LlamaEngine:
         def count_and_check_cancel(ids, _scores) -> bool:
             nonlocal sampled
             sampled += 1
+            if not job.measure_confidence:
+                return job.cancel.is_set()
             # llama-cpp-python no longer copies logits out (``_scores`` is zeros without
             # logits_all); the row the token was just sampled from is still in the context.
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))

@@ -81,8 +81,7 @@ class Pipeline:
                  request_log: RequestLog | None = None, cache_settings: CacheSettings | None = None,
                  upstreams: UpstreamRegistry | None = None, budget: Budget | None = None,
                  local_failure_upstream: str | None = None, scanner: RequestScanner | None = None,
-                 planner: RoutePlanner | None = None, audit: EgressAudit | None = None,
-                 cascade_settings: CascadeSettings | None = None):
+                 planner: RoutePlanner | None = None, audit: EgressAudit | None = None):
         self.registry = registry
         self.upstreams = upstreams
         self.budget = budget
@@ -96,7 +95,6 @@ class Pipeline:
             router_settings=RouterSettings(), cascade_settings=CascadeSettings(), upstreams=upstreams,
             policy=EgressPolicy(PolicySettings()), guard_enabled=scanner is not None)
         self.audit = audit
-        self.cascade_settings = cascade_settings or self.planner.cascade_settings
         self.cascade_counts = {"judged": 0, "fired": 0}
 
     async def chat(self, request: ChatCompletionRequest, ctx: RequestContext | None = None) -> Generation:
@@ -244,7 +242,7 @@ class Pipeline:
                        outcome, key, vector, ctx: RequestContext, scan) -> Generation:
         """Answer locally in full, judge the answer, and escalate it if weak and allowed."""
         max_tokens = scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens)
-        job = GenerationJob(prompt_tokens, max_tokens, request.sampling())
+        job = GenerationJob(prompt_tokens, max_tokens, request.sampling(), measure_confidence=True)
         try:
             events = [event async for event in scheduler.stream(job)]
         except LocalLLMError as exc:
@@ -252,7 +250,7 @@ class Pipeline:
             exc.logged = True
             raise
         text = "".join(e.text for e in events if isinstance(e, TextDelta))
-        weak = weak_answer_reason(text, events[-1], self.cascade_settings)
+        weak = weak_answer_reason(text, events[-1], self.planner.cascade_settings)
         self.cascade_counts["judged"] += 1
         fallback_reason = None
         if weak is not None:

@@ -26,7 +26,7 @@ def build_pipeline(settings: Settings, registry: ModelRegistry, services: Servic
                     upstreams=upstreams, budget=build_budget(settings, services),
                     local_failure_upstream=settings.routing.local_failure_upstream,
                     scanner=services.scanner, planner=build_planner(settings, services, upstreams),
-                    audit=EgressAudit(services.writer), cascade_settings=settings.cascade)
+                    audit=EgressAudit(services.writer))
 
 
 def build_planner(settings: Settings, services: Services, upstreams: UpstreamRegistry | None) -> RoutePlanner:

@@ -35,7 +35,6 @@ class RoutePlan:
     escalate: ReliableUpstream | None = None     # send there now
     route_reason: str | None = None              # why it was escalated (header X-LocalLLM-Route-Reason)
     cascade: ReliableUpstream | None = None      # answer locally, escalate a weak answer there
-    verdict: EgressVerdict | None = None
     reasons: list[str] = field(default_factory=list)  # plain words, for the explain endpoint
 
 
@@ -87,13 +86,12 @@ class RoutePlanner:
         if escalation == "never":
             plan.reasons.append("local: the client asked to stay local")
             return plan
-        plan.verdict = self.egress_verdict(findings, upstream)
-        if plan.verdict.action == "block":
-            plan.reasons.append(f"local: policy blocks {', '.join(plan.verdict.blocked_classes)} for "
-                                f"{upstream.settings.trust} upstream {upstream.name}")
+        verdict = self.egress_verdict(findings, upstream)
+        if verdict.action == "block":
+            plan.reasons.append(blocked_reason(verdict, upstream))
             return plan
-        if plan.verdict.action == "redact":
-            plan.reasons.append(f"{len(plan.verdict.to_redact)} sensitive value(s) would be redacted before "
+        if verdict.action == "redact":
+            plan.reasons.append(f"{len(verdict.to_redact)} sensitive value(s) would be redacted before "
                                 f"{upstream.name}")
         breaker = upstream.breaker.state
         if breaker.state == "open":
@@ -113,6 +111,11 @@ class RoutePlanner:
                 plan.cascade = upstream
                 plan.reasons.append(f"cascade: a weak local answer would be escalated to {upstream.name}")
         return plan
+
+
+def blocked_reason(verdict: EgressVerdict, upstream: ReliableUpstream) -> str:
+    return (f"local: policy blocks {', '.join(verdict.blocked_classes)} for {upstream.settings.trust} "
+            f"upstream {upstream.name}")
 
 
 def stricter(*choices: Escalation | None) -> Escalation:

@@ -11,13 +11,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from localllm.fallback.budget import estimate_prompt_tokens, worst_case_usd
+from localllm.fallback.guard.scan import count_types
 
 from .api_openai import read_json
 from .app_keys import PIPELINE
 from .openai_requests import ChatCompletionRequest, parse_request
 from .pipeline import Pipeline
 from .request_context import RequestContext, context_from_headers
-from .route_decision import stricter
+from .route_decision import blocked_reason, stricter
 from .security import TOKEN_NAMESPACE
 from .upstream_route import upstream_named
 
@@ -36,8 +37,7 @@ async def explain_route(pipeline: Pipeline, request: ChatCompletionRequest, ctx:
         verdict = planner.egress_verdict(findings, explicit)
         out["sensitive"]["egress"] = _egress(explicit, verdict)
         if verdict.action == "block":
-            out["reasons"].append(f"local: policy blocks {', '.join(verdict.blocked_classes)} for "
-                                  f"{explicit.settings.trust} upstream {explicit.name}")
+            out["reasons"].append(blocked_reason(verdict, explicit))
             out["target"] = _local(pipeline.registry.default.model_name)
         else:
             out["reasons"].append(f"{explicit.name}: the request names this upstream")
@@ -89,11 +89,8 @@ def _over_budget(pipeline: Pipeline, upstream, messages, request) -> str | None:
 
 
 def _egress(upstream, verdict) -> dict:
-    counts: dict[str, int] = {}
-    for finding in verdict.to_redact:
-        counts[finding.entity_type] = counts.get(finding.entity_type, 0) + 1
     return {"upstream": upstream.name, "trust": upstream.settings.trust, "action": verdict.action,
-            "redacted": counts, "blocked_classes": list(verdict.blocked_classes)}
+            "redacted": count_types(verdict.to_redact), "blocked_classes": list(verdict.blocked_classes)}
 
 
 def _local(model: str) -> dict:

@@ -158,3 +158,19 @@ def memory_keyring():
     keyring.set_keyring(backend)
     yield backend
     keyring.set_keyring(previous)
+
+
+async def record_rows(make_recorder, records) -> None:
+    """Write ``records`` into the test home's database through the real writer, e.g.
+    ``await record_rows(RequestLog, [RequestRecord(...)])``; each write is committed."""
+    from localllm.store.database import database_path
+    from localllm.store.writer import StoreWriter
+
+    writer = StoreWriter(database_path())
+    writer.start()
+    try:
+        recorder = make_recorder(writer)
+        for record in records:
+            await recorder.record(record)
+    finally:
+        writer.stop()

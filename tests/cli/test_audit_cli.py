@@ -7,18 +7,13 @@ import json
 from click.testing import CliRunner
 
 from localllm.cli.main import cli
-from localllm.store.database import database_path
 from localllm.store.egress_audit import EgressAudit, EgressRecord
-from localllm.store.writer import StoreWriter
+
+from ..conftest import record_rows
 
 
 async def write_audit(records):
-    writer = StoreWriter(database_path())
-    writer.start()
-    audit = EgressAudit(writer)
-    for record in records:
-        await audit.record(record)
-    writer.stop()
+    await record_rows(EgressAudit, records)
 
 
 async def test_audit_lists_egress_newest_first_and_filters():

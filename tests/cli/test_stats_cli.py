@@ -8,18 +8,13 @@ from click.testing import CliRunner
 
 from localllm import paths
 from localllm.cli.main import cli
-from localllm.store.database import database_path
 from localllm.store.request_log import RequestLog, RequestRecord
-from localllm.store.writer import StoreWriter
+
+from ..conftest import record_rows
 
 
 async def log_rows(records):
-    writer = StoreWriter(database_path())
-    writer.start()
-    log = RequestLog(writer)
-    for record in records:
-        await log.record(record)
-    writer.stop()
+    await record_rows(RequestLog, records)
 
 
 def configure() -> None:
