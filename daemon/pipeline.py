@@ -100,9 +100,9 @@ class Pipeline:
     async def chat(self, request: ChatCompletionRequest, ctx: RequestContext | None = None) -> Generation:
         ctx = ctx or RequestContext()
         messages = request.template_messages()
-        # The scan (tens of ms with NER) runs beside the cache lookup and generation; it is
-        # awaited where a decision needs it: before anything leaves, and before caching.
-        scan = self._start_scan(messages)
+        # The scan (tens of ms with NER) is awaited where a decision needs it: before anything
+        # leaves, and before caching. With upstreams it starts now, beside the cache lookup.
+        scan = self._start_scan(messages, eager=self.upstreams is not None)
         escalation = stricter(ctx.escalation, request.localllm.escalation if request.localllm else None)
         upstream = upstream_named(self.upstreams, request.model)
         if upstream is not None:  # the client named an upstream: still subject to the policy
@@ -135,11 +135,8 @@ class Pipeline:
     async def scan(self, messages: list[dict]) -> list[Finding]:
         return await self.scanner.scan(messages) if self.scanner is not None else []
 
-    def _start_scan(self, messages: list[dict]) -> asyncio.Future[list[Finding]]:
-        task = asyncio.ensure_future(self.scan(messages))
-        # A request that fails before needing the findings must not leave an unretrieved error.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return task
+    def _start_scan(self, messages: list[dict], *, eager: bool) -> _PendingScan:
+        return _PendingScan(lambda: self.scan(messages), eager=eager)
 
     async def _try_upstream(self, upstream, request: ChatCompletionRequest, messages: list[dict],
                             ctx: RequestContext, scan: Awaitable[list[Finding]], egress_reason: str, *,
@@ -284,7 +281,7 @@ class Pipeline:
         prompt_tokens = await scheduler.tokenize(request.prompt)
         as_messages = [{"role": "user", "content": request.prompt}]
         return self._generate(gen_id, scheduler, prompt_tokens, request, record, outcome, key, vector, ctx,
-                              scan=self._start_scan(as_messages), messages=as_messages)
+                              scan=self._start_scan(as_messages, eager=False), messages=as_messages)
 
     # -- cache -----------------------------------------------------------------
 
@@ -345,8 +342,10 @@ class Pipeline:
         store = outcome in ("miss", "bypass") and vector is not None and not ctx.skip_cache_store
         sensitive: list[Finding] = []
 
-        async def scanned() -> None:  # long done by the end of the answer, in practice
-            if scan is not None:
+        async def scanned() -> None:
+            # Only when the outcome depends on it: scanning competes with the engine for the CPU
+            # (on 2 cores, a scan beside prompt evaluation added ~13 ms to the first token).
+            if scan is not None and (store or (self.request_log is not None and self.request_log.log_prompts)):
                 sensitive.extend(self.planner.policy.sensitive(await scan))
                 self._note_sensitive(record, messages, sensitive)
 
@@ -481,6 +480,25 @@ async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
             yield event
     finally:
         await rest.aclose()
+
+
+class _PendingScan:
+    """The request's findings, computed once: started now (``eager``) or on the first await."""
+
+    def __init__(self, scan: Callable[[], Awaitable[list[Finding]]], *, eager: bool):
+        self._scan, self._task = scan, None
+        if eager:
+            self._start()
+
+    def _start(self) -> asyncio.Future:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._scan())
+            # A request that fails before needing the findings must not leave an unretrieved error.
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._task
+
+    def __await__(self):
+        return self._start().__await__()
 
 
 def last_user_text(messages: list[dict]) -> str:
