@@ -15,6 +15,7 @@ more often on those, so the rate is printed for both groups.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import random
 import statistics
@@ -23,6 +24,7 @@ from pathlib import Path
 from localllm.config import DEFAULT_MODEL, load_settings
 from localllm.daemon.cascade import weak_answer_reason
 from localllm.daemon.engine import Finished, GenerationJob, LlamaEngine, Sampling, TextDelta
+from localllm.daemon.scheduler import BatchScheduler
 from localllm.daemon.server import resolve_model_file
 from localllm.decision_settings import CascadeSettings
 
@@ -42,6 +44,29 @@ def load_prompts(n: int, seed: int = 7) -> list[tuple[str, bool]]:
     return rng.sample(mmlu, n // 2) + rng.sample(gsm8k, n - n // 2)
 
 
+async def answer_all(engine: LlamaEngine, prompts, max_tokens: int) -> list:
+    scheduler = BatchScheduler(engine, queue_size=len(prompts))
+    scheduler.start()
+    await scheduler.wait_ready()
+
+    async def answer(prompt: str):
+        tokens = await scheduler.render_and_tokenize([{"role": "user", "content": prompt}])
+        job = GenerationJob(tokens, max_tokens, Sampling(temperature=0.0), measure_confidence=True)
+        text, finished = "", None
+        async for event in scheduler.stream(job):
+            if isinstance(event, TextDelta):
+                text += event.text
+            elif isinstance(event, Finished):
+                finished = event
+        return text, finished
+
+    try:
+        answers = await asyncio.gather(*(answer(prompt) for prompt, _ in prompts))
+    finally:
+        await scheduler.stop()
+    return [(text, finished, weak_wrong) for (text, finished), (_, weak_wrong) in zip(answers, prompts, strict=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=80)
@@ -51,21 +76,8 @@ def main() -> None:
 
     settings = load_settings({"engine.n_threads": args.threads, "engine.n_ctx": 2048}).settings
     engine = LlamaEngine(DEFAULT_MODEL, resolve_model_file(settings, DEFAULT_MODEL), settings.engine)
-    engine.load()
-    results = []
     prompts = load_prompts(args.prompts)
-    for i, (prompt, weak_wrong) in enumerate(prompts):
-        tokens = engine.tokenize(engine.render_chat([{"role": "user", "content": prompt}]))
-        job = GenerationJob(tokens, args.max_tokens, Sampling(temperature=0.0), measure_confidence=True)
-        text, finished = "", None
-        for event in engine.generate(job):
-            if isinstance(event, TextDelta):
-                text += event.text
-            elif isinstance(event, Finished):
-                finished = event
-        results.append((text, finished, weak_wrong))
-        print(f"\r{i + 1}/{len(prompts)}", end="", flush=True)
-    print()
+    results = asyncio.run(answer_all(engine, prompts, args.max_tokens))
 
     def rate(fires, group=None) -> str:
         chosen = [r for r in results if group is None or r[2] == group]

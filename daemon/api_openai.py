@@ -151,7 +151,9 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     schedulers = request.app[REGISTRY].all()
-    models = [{"id": s.model_name, "state": s.state, "busy": s.busy, "waiting": s.waiting} for s in schedulers]
+    models = [{"id": s.model_name, "state": s.state, "busy": s.busy, "running": s.running,
+               "parallel": s.engine.settings.n_parallel, "waiting": s.waiting,
+               "reused_prompt_tokens": s.reused_prompt_tokens} for s in schedulers]
     ready = bool(schedulers) and all(s.state == "ready" for s in schedulers)
     services = request.app.get(SERVICES)
     status = "ok" if ready else ("loading" if any(s.state == "loading" for s in schedulers) else "error")

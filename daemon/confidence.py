@@ -1,9 +1,7 @@
 """How sure the local model was of its answer: mean token log-probability and entropy.
 
-Fed from llama-cpp-python's stopping-criteria hook, which sees the logits each
-token was sampled from but not the token itself; the token shows up as the
-last input id on the next call, so its log-probability is taken one step late
-(the final token, usually end-of-sequence, is left out).
+The batching scheduler feeds it each sampled token with the logits it was drawn
+from (read from the context before the next decode overwrites them).
 """
 
 from __future__ import annotations
@@ -13,27 +11,22 @@ import numpy as np
 
 class ConfidenceMeter:
     def __init__(self):
-        self._previous_log_probs: np.ndarray | None = None
         self._logprob_sum = 0.0
-        self._logprob_count = 0
         self._entropy_sum = 0.0
-        self._entropy_count = 0
+        self._count = 0
 
-    def observe(self, input_ids, logits) -> None:
-        if self._previous_log_probs is not None and len(input_ids):
-            self._logprob_sum += float(self._previous_log_probs[int(input_ids[-1])])
-            self._logprob_count += 1
+    def observe(self, logits, token: int) -> None:
         logits = np.asarray(logits, dtype=np.float64)
         shifted = logits - logits.max()
         log_probs = shifted - np.log(np.exp(shifted).sum())
+        self._logprob_sum += float(log_probs[token])
         self._entropy_sum += float(-(np.exp(log_probs) * log_probs).sum())
-        self._entropy_count += 1
-        self._previous_log_probs = log_probs
+        self._count += 1
 
     @property
     def mean_logprob(self) -> float | None:
-        return self._logprob_sum / self._logprob_count if self._logprob_count else None
+        return self._logprob_sum / self._count if self._count else None
 
     @property
     def mean_entropy(self) -> float | None:
-        return self._entropy_sum / self._entropy_count if self._entropy_count else None
+        return self._entropy_sum / self._count if self._count else None

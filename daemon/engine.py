@@ -1,25 +1,22 @@
-"""One GGUF model in llama.cpp: load, render chat prompts, tokenize, generate.
+"""One GGUF model in llama.cpp: load it with a context for several sequences,
+render chat prompts, tokenize, turn tokens back into bytes.
 
-Every method here blocks; callers run them off the event loop (the scheduler's
-worker thread owns generation, tokenizing runs in an executor). llama.cpp's
-vocabulary is read-only after load, so tokenizing may run beside generation.
+Generation lives in the batching scheduler (``batch_scheduler.py``), which owns
+the context and decodes many sequences in one ``llama_decode`` call. Every
+method here blocks; callers run them off the event loop. llama.cpp's vocabulary
+is read-only after load, so tokenizing may run beside generation.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-import random
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from localllm.config import EngineSettings
 from localllm.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
-
-from .confidence import ConfidenceMeter
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +35,12 @@ class Sampling:
     top_k: int = DEFAULT_TOP_K
     min_p: float = DEFAULT_MIN_P
     repeat_penalty: float = DEFAULT_REPEAT_PENALTY
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # (token id, bias) pairs; a bias of -100 or less bans the token (OpenAI's convention).
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
@@ -75,54 +76,81 @@ class ModelLoadError(ServiceUnavailable):
 
 
 class LlamaEngine:
-    """Owns one ``llama_cpp.Llama``. Not thread-safe for generation: one caller at a time."""
+    """Owns one llama.cpp model and its context: ``n_parallel`` sequences of ``n_ctx`` tokens each."""
 
     def __init__(self, name: str, path: Path, settings: EngineSettings):
         self.name = name
         self.path = path
         self.settings = settings
-        self._llm = None
+        self.model = None  # llama_cpp._internals.LlamaModel
+        self.context = None  # llama_cpp._internals.LlamaContext
         self._chat_formatter = None
+        self._pieces: dict[int, bytes] = {}
+        self._pieces_lock = threading.Lock()
 
     def load(self) -> None:
-        from llama_cpp import Llama
+        import llama_cpp
+        from llama_cpp import _internals
+        from llama_cpp._logger import set_verbose
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        log.info("loading model %s from %s (n_ctx=%d, threads=%d, gpu_layers=%s)",
-                 self.name, self.path, self.settings.n_ctx, self.settings.threads, self.settings.n_gpu_layers)
+        set_verbose(False)  # llama.cpp's own log: errors only (its debug output costs time per decode)
+
+        s = self.settings
+        log.info("loading model %s from %s (n_ctx=%d x %d sequences, threads=%d, gpu_layers=%s)",
+                 self.name, self.path, s.n_ctx, s.n_parallel, s.threads, s.n_gpu_layers)
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = s.gpu_layers
+        context_params = llama_cpp.llama_context_default_params()
+        context_params.n_ctx = s.n_ctx * s.n_parallel
+        context_params.n_batch = s.n_batch
+        context_params.n_ubatch = s.n_batch
+        context_params.n_seq_max = s.n_parallel
+        # One KV stream per sequence. In a unified buffer a sequence's cells end up out of
+        # position order once others free cells, and attention sums cells in buffer order:
+        # answers would then depend on what ran before. Per-sequence streams stay in order.
+        context_params.kv_unified = False
+        context_params.n_threads = s.threads
+        context_params.n_threads_batch = s.threads
+        context_params.no_perf = True
+        kv_type = getattr(llama_cpp, f"GGML_TYPE_{s.kv_cache_type.upper()}")
+        context_params.type_k = context_params.type_v = kv_type
+        if s.kv_cache_type != "f16":
+            # A quantized V cache needs flash attention; say so at load rather than guess.
+            context_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         try:
-            self._llm = Llama(
-                model_path=str(self.path),
-                n_ctx=self.settings.n_ctx,
-                n_threads=self.settings.threads,
-                n_threads_batch=self.settings.threads,
-                n_batch=self.settings.n_batch,
-                n_gpu_layers=self.settings.gpu_layers,
-                verbose=False,
-            )
+            self.model = _internals.LlamaModel(path_model=str(self.path), params=model_params, verbose=False)
+            self.context = _internals.LlamaContext(model=self.model, params=context_params, verbose=False)
         except (ValueError, OSError, RuntimeError) as exc:
+            self.close()
             raise ModelLoadError(
-                f"Could not load model {self.name!r} from {self.path}: {exc}. "
-                "Check the file with `localllm models info`, or pull it again.", retry_after_s=30) from None
-        template = self._llm.metadata.get("tokenizer.chat_template")
+                f"Could not load model {self.name!r} from {self.path}: {exc}. Check the file with "
+                "`localllm models info`, pull it again, or lower engine.n_ctx / engine.n_parallel if memory "
+                "is short.", retry_after_s=30) from None
+        template = self.model.metadata().get("tokenizer.chat_template")
         if template:
             # The GGUF's own template, rendered in jinja2's immutable sandbox (as
             # llama-cpp-python does since CVE-2024-34359).
-            model = self._llm._model
-            eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
+            eos_id, bos_id = self.model.token_eos(), self.model.token_bos()
             self._chat_formatter = Jinja2ChatFormatter(
                 template=template,
-                eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
-                bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
+                eos_token=self.model.token_get_text(eos_id) if eos_id != -1 else "",
+                bos_token=self.model.token_get_text(bos_id) if bos_id != -1 else "",
             )
 
     @property
     def loaded(self) -> bool:
-        return self._llm is not None
+        return self.context is not None
 
     @property
     def n_ctx(self) -> int:
-        return self._llm.n_ctx() if self._llm else self.settings.n_ctx
+        """Context per sequence: what one request's prompt and answer must fit in."""
+        return self.settings.n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self.model.n_vocab()
 
     @property
     def has_chat_template(self) -> bool:
@@ -141,11 +169,40 @@ class LlamaEngine:
 
     def tokenize(self, text: str) -> list[int]:
         # special=True so the template's control tokens (<|im_start|> ...) become single tokens.
-        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-        bos = self._llm.token_bos()
+        tokens = self.model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        bos = self.model.token_bos()
         if len(tokens) > 1 and tokens[0] == tokens[1] == bos:
             del tokens[0]  # the template wrote its own BOS
         return tokens
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a generated token stands for (control tokens render as nothing)."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        import llama_cpp
+
+        buffer = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
+        piece = buffer.raw[:n]
+        with self._pieces_lock:
+            self._pieces[token] = piece
+        return piece
+
+    def ends_generation(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.model.vocab, token))
+
+    def check_sampling(self, sampling: Sampling) -> None:
+        n_vocab = self.n_vocab
+        for token, _bias in sampling.logit_bias:
+            if token >= n_vocab:
+                raise InvalidRequest(f"logit_bias names token {token}, but model {self.name!r} has {n_vocab} "
+                                     f"tokens (ids 0 to {n_vocab - 1}).", param="logit_bias")
 
     def check_fits(self, prompt_tokens: int, max_tokens: int | None, *, shrink: bool = False) -> int:
         """Return the max_tokens to use; reject prompts that cannot fit the context. With ``shrink``
@@ -168,74 +225,10 @@ class LlamaEngine:
                 param="max_tokens")
         return max_tokens
 
-    def generate(self, job: GenerationJob) -> Iterator[TextDelta | Finished]:
-        """Yield text as it is produced, then one Finished. Stops early once job.cancel is set."""
-        from llama_cpp import StoppingCriteriaList
-
-        sampled = 0
-        confidence = ConfidenceMeter()
-
-        import llama_cpp
-
-        n_vocab = self._llm.n_vocab()
-        ctx = self._llm._ctx.ctx
-
-        def count_and_check_cancel(ids, _scores) -> bool:
-            nonlocal sampled
-            sampled += 1
-            if not job.measure_confidence:
-                return job.cancel.is_set()
-            # llama-cpp-python no longer copies logits out (``_scores`` is zeros without
-            # logits_all); the row the token was just sampled from is still in the context.
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-            confidence.observe(ids, logits)
-            return job.cancel.is_set()
-
-        s = job.sampling
-        # llama-cpp-python derives an unseeded run's seed from a fixed one, so every
-        # unseeded request would sample the same way; draw a fresh seed instead.
-        seed = s.seed if s.seed is not None else random.SystemRandom().randrange(2**31)
-        # Evaluate every prompt from scratch. llama-cpp-python would otherwise reuse the
-        # previous request's KV cache for a shared prefix, and logits computed in a
-        # different batch shape differ in the last bits: greedy answers to the same
-        # prompt would then depend on what ran before. Prefix reuse that keeps answers
-        # identical belongs to the batching scheduler.
-        self._llm.reset()
-        stream = self._llm.create_completion(
-            prompt=job.prompt_tokens,
-            max_tokens=job.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty,
-            seed=seed,
-            stop=list(s.stop),
-            stream=True,
-            stopping_criteria=StoppingCriteriaList([count_and_check_cancel]),
-        )
-        finish_reason = "length"
-        try:
-            for chunk in stream:
-                if job.cancel.is_set():
-                    return
-                choice = chunk["choices"][0]
-                if choice["text"]:
-                    yield TextDelta(choice["text"])
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
-        finally:
-            stream.close()
-        if job.cancel.is_set():
-            return
-        # The token that ended generation (end-of-sequence or the end of a stop
-        # sequence) is sampled but not part of the answer.
-        # llama-cpp-python samples one token past max_tokens before it notices the limit.
-        completion_tokens = max(sampled - 1, 0) if finish_reason == "stop" else min(sampled, job.max_tokens)
-        yield Finished(finish_reason, len(job.prompt_tokens), completion_tokens, confidence.mean_logprob,
-                       confidence.mean_entropy)
-
     def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        if self.context is not None:
+            self.context.close()
+            self.context = None
+        if self.model is not None:
+            self.model.close()
+            self.model = None

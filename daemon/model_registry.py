@@ -9,22 +9,22 @@ from localllm.config import Settings
 from localllm.errors import ModelNotFound
 
 from .engine import LlamaEngine
-from .scheduler import SerialScheduler
+from .scheduler import BatchScheduler
 
 log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
     def __init__(self) -> None:
-        self._schedulers: dict[str, SerialScheduler] = {}
+        self._schedulers: dict[str, BatchScheduler] = {}
         self._aliases: dict[str, str] = {}
 
-    def add(self, name: str, path: Path, scheduler: SerialScheduler) -> None:
+    def add(self, name: str, path: Path, scheduler: BatchScheduler) -> None:
         self._schedulers[name] = scheduler
         for alias in (name, path.name, path.stem):
             self._aliases.setdefault(alias.lower(), name)
 
-    def get(self, requested: str) -> SerialScheduler:
+    def get(self, requested: str) -> BatchScheduler:
         name = self._aliases.get(requested.strip().lower())
         if name is None:
             served = ", ".join(sorted(self._schedulers)) or "none"
@@ -34,10 +34,10 @@ class ModelRegistry:
         return self._schedulers[name]
 
     @property
-    def default(self) -> SerialScheduler:
+    def default(self) -> BatchScheduler:
         return next(iter(self._schedulers.values()))
 
-    def all(self) -> list[SerialScheduler]:
+    def all(self) -> list[BatchScheduler]:
         return list(self._schedulers.values())
 
     def start_all(self) -> None:
@@ -50,10 +50,10 @@ class ModelRegistry:
 
 
 def registry_for(settings: Settings, model_names: list[str], model_paths: list[Path]) -> ModelRegistry:
-    """One serial scheduler per model, each with that model's engine settings."""
+    """One batching scheduler per model, each with that model's engine settings."""
     registry = ModelRegistry()
     for name, path in zip(model_names, model_paths, strict=True):
         engine_settings = settings.engine_for(name)
         engine = LlamaEngine(name, path, engine_settings)
-        registry.add(name, path, SerialScheduler(engine, engine_settings.queue_size))
+        registry.add(name, path, BatchScheduler(engine, engine_settings.queue_size))
     return registry

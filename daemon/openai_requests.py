@@ -75,6 +75,9 @@ class _Generation(_Body):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0, le=10)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
@@ -89,6 +92,16 @@ class _Generation(_Body):
                 raise ValueError("at most 4 stop sequences")
             if any(not item for item in value):
                 raise ValueError("stop sequences must not be empty")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, value):
+        for token, bias in (value or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"keys must be token ids (non-negative integers as strings), got {token!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"biases must be between -100 and 100, got {bias} for token {token}")
         return value
 
     @model_validator(mode="after")
@@ -106,8 +119,11 @@ class _Generation(_Body):
             top_k=defaults.top_k if self.top_k is None else self.top_k,
             min_p=defaults.min_p if self.min_p is None else self.min_p,
             repeat_penalty=defaults.repeat_penalty if self.repeat_penalty is None else self.repeat_penalty,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            presence_penalty=self.presence_penalty or 0.0,
             seed=self.seed,
             stop=tuple(stop),
+            logit_bias=tuple((int(token), float(bias)) for token, bias in (self.logit_bias or {}).items()),
         )
 
     @property

@@ -1,10 +1,11 @@
 """The engine's scheduler: it owns the model and decides which request runs when.
 
-This one is serial: one worker thread loads the model, then generates for one
-request at a time while others wait in a bounded queue (full: 503 with
-Retry-After). A batching scheduler can replace it behind the same interface
-(``start``, ``wait_ready``, ``tokenize``, ``stream``, ``stop``) without the HTTP
-layer noticing.
+One worker thread loads the model, then runs the batch decoder: up to
+``engine.n_parallel`` requests are generated together, a newcomer joins the
+running batch at the next step and a finished or cancelled one leaves it.
+Requests beyond that wait, first come first served, in a bounded queue (full:
+503 with Retry-After). The HTTP layer sees only ``start``, ``wait_ready``,
+``tokenize``, ``stream`` and ``stop``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from collections.abc import AsyncIterator
 
 from localllm.errors import LocalLLMError, ModelLoading, QueueFull, ServiceUnavailable
 
+from .batch_decoder import END_OF_STREAM, BatchDecoder
 from .engine import Finished, GenerationJob, LlamaEngine, TextDelta
 
 log = logging.getLogger(__name__)
 
-_END = object()
 _STOP = object()
 
 
-class SerialScheduler:
+class BatchScheduler:
     def __init__(self, engine: LlamaEngine, queue_size: int):
         self.engine = engine
         self.queue_size = queue_size
@@ -34,15 +35,26 @@ class SerialScheduler:
         self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._current: GenerationJob | None = None
+        self._decoder: BatchDecoder | None = None
+        self._stopping = threading.Event()
 
     @property
     def model_name(self) -> str:
         return self.engine.name
 
     @property
+    def running(self) -> int:
+        """Requests being generated now (at most engine.n_parallel)."""
+        return self._decoder.running if self._decoder is not None else 0
+
+    @property
     def busy(self) -> bool:
-        return self._current is not None
+        return self.running > 0
+
+    @property
+    def reused_prompt_tokens(self) -> int:
+        """Prompt tokens taken from cached prefixes instead of evaluated, since start."""
+        return self._decoder.reused_tokens if self._decoder is not None else 0
 
     @property
     def waiting(self) -> int:
@@ -93,6 +105,7 @@ class SerialScheduler:
     async def stream(self, job: GenerationJob) -> AsyncIterator[TextDelta | Finished]:
         """Queue ``job`` and yield its events. Leaving the loop early cancels the job."""
         self.check_ready()
+        self.engine.check_sampling(job.sampling)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 
@@ -111,7 +124,7 @@ class SerialScheduler:
         try:
             while True:
                 event = await events.get()
-                if event is _END:
+                if event is END_OF_STREAM:
                     return
                 if isinstance(event, BaseException):
                     raise event
@@ -122,47 +135,72 @@ class SerialScheduler:
     def _run(self) -> None:
         try:
             self.engine.load()
+            self._decoder = BatchDecoder(self.engine)
         except LocalLLMError as exc:
-            self.load_error = exc
-            self.state = "failed"
-            log.error("model %s failed to load: %s", self.engine.name, exc.message)
+            self._load_failed(exc)
         except Exception:
             log.exception("model %s failed to load", self.engine.name)
-            self.load_error = ServiceUnavailable(
-                f"Model {self.engine.name!r} failed to load; see the daemon log.", code="model_load_failed")
-            self.state = "failed"
+            self._load_failed(ServiceUnavailable(
+                f"Model {self.engine.name!r} failed to load; see the daemon log.", code="model_load_failed"))
         else:
             self.state = "ready"
-            log.info("model %s ready", self.engine.name)
+            log.info("model %s ready (%d parallel sequences)", self.engine.name, self.engine.settings.n_parallel)
         self._ready.set()
+        try:
+            if self.state == "ready":
+                self._serve()
+            else:
+                self._refuse_until_stopped()
+        finally:
+            if self._decoder is not None:
+                self._decoder.close()
+            self.engine.close()
+            self.state = "stopped"
+
+    def _load_failed(self, exc: LocalLLMError) -> None:
+        self.load_error = exc
+        self.state = "failed"
+        log.error("model %s failed to load: %s", self.engine.name, exc.message)
+
+    def _serve(self) -> None:
+        decoder = self._decoder
+        while not self._stopping.is_set():
+            # Fill free slots from the queue (first come, first served); block only when idle.
+            while decoder.has_free_slot:
+                try:
+                    item = self._jobs.get(block=decoder.running == 0)
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    break
+                job, emit = item
+                if job.cancel.is_set():
+                    emit(END_OF_STREAM)
+                    continue
+                decoder.admit(job, emit)
+            if self._stopping.is_set():
+                break
+            try:
+                decoder.step()
+            except Exception:
+                log.exception("generation failed")
+                failure = ServiceUnavailable("Generation failed inside the engine; see the daemon log.")
+                for slot in decoder.slots:
+                    if slot.request is not None:
+                        decoder.fail(slot, failure)
+        decoder.cancel_all()
+
+    def _refuse_until_stopped(self) -> None:
         while True:
             item = self._jobs.get()
             if item is _STOP:
-                break
-            job, emit = item
-            if job.cancel.is_set():
-                continue
-            if self.state != "ready":
-                emit(self.load_error)
-                emit(_END)
-                continue
-            self._current = job
-            try:
-                for event in self.engine.generate(job):
-                    emit(event)
-            except LocalLLMError as exc:
-                emit(exc)
-            except Exception:
-                log.exception("generation failed")
-                emit(ServiceUnavailable("Generation failed inside the engine; see the daemon log."))
-            finally:
-                self._current = None
-                emit(_END)
-        self.engine.close()
-        self.state = "stopped"
+                return
+            _job, emit = item
+            emit(self.load_error)
+            emit(END_OF_STREAM)
 
     async def stop(self) -> None:
-        """Finish the running request's current token, drop queued ones, free the model."""
+        """Finish the current decode step, end running and queued requests, free the model."""
         if self._thread is None:
             return
         while True:
@@ -171,13 +209,22 @@ class SerialScheduler:
             except queue.Empty:
                 break
             job.cancel.set()
-            emit(_END)
-        if self._current is not None:
-            self._current.cancel.set()
+            emit(END_OF_STREAM)
+        self._stopping.set()
         thread = self._thread
         self._thread = None
         await asyncio.get_running_loop().run_in_executor(None, self._shutdown, thread)
 
     def _shutdown(self, thread: threading.Thread) -> None:
-        self._jobs.put(_STOP)
+        try:
+            self._jobs.put_nowait(_STOP)  # wakes an idle worker; a busy one sees _stopping
+        except queue.Full:
+            pass
         thread.join()
+        while True:  # requests that slipped in while stopping
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                item[1](END_OF_STREAM)

@@ -52,12 +52,12 @@ def models_dir(localllm_home, default_model_file) -> Path:
 TEST_N_CTX = 1024
 
 
-def make_settings(cache=None, **server):
+def make_settings(cache=None, engine=None, **server):
     """Settings for tests: the test home's defaults, small context, 2 threads."""
     from localllm.config import Settings
 
-    return Settings.model_validate({"engine": {"n_ctx": TEST_N_CTX, "n_threads": 2}, "server": server,
-                                    "cache": cache or {}})
+    return Settings.model_validate({"engine": {"n_ctx": TEST_N_CTX, "n_threads": 2, **(engine or {})},
+                                    "server": server, "cache": cache or {}})
 
 
 @pytest.fixture(scope="session")

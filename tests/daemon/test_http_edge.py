@@ -131,10 +131,9 @@ async def _wait_until(predicate, timeout_s: float = 30) -> None:
 
 
 async def test_full_queue_is_503_with_retry_after(make_client, default_model_file):
-    registry = registry_for(make_settings(), [DEFAULT_MODEL], [default_model_file])
-    # queue_size 1: one request generating, one waiting, the third is refused.
-    registry.default.queue_size = 1
-    registry.default._jobs.maxsize = 1
+    # One sequence and queue_size 1: one request generating, one waiting, the third is refused.
+    settings = make_settings(engine={"n_parallel": 1, "queue_size": 1})
+    registry = registry_for(settings, [DEFAULT_MODEL], [default_model_file])
     registry.start_all()
     await registry.default.wait_ready()
     client = await make_client(registry=registry)

@@ -1,0 +1,64 @@
+"""One request's sampling settings as a llama.cpp sampler chain.
+
+Each sequence in the batch has its own chain (its own seed, penalties history
+and settings), so requests decoded together never influence each other's
+choices. The chain order follows llama-cpp-python's and llama-server's:
+bias and penalties first, then greedy, or top-k, top-p, min-p, temperature and
+a seeded draw.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .engine import Sampling
+
+# How far back the repetition, frequency and presence penalties look (llama.cpp's default).
+PENALTY_LAST_N = 64
+
+
+class SamplerChain:
+    def __init__(self, sampling: Sampling, n_vocab: int, prompt_tokens: list[int]):
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = self._add
+        if sampling.logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(sampling.logit_bias))()
+            for slot, (token, bias) in zip(biases, sampling.logit_bias, strict=True):
+                slot.token, slot.bias = token, (float("-inf") if bias <= -100 else bias)
+            add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), biases))
+        penalised = (sampling.repeat_penalty != 1.0 or sampling.frequency_penalty != 0.0
+                     or sampling.presence_penalty != 0.0)
+        if penalised:
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty,
+                                                       sampling.frequency_penalty, sampling.presence_penalty))
+        if sampling.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            # An unseeded request gets a fresh seed: llama.cpp's default seed would make
+            # every unseeded request sample alike.
+            seed = sampling.seed if sampling.seed is not None else random.SystemRandom().randrange(2**31)
+            if sampling.top_k > 0:
+                add(llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+            add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
+            add(llama_cpp.llama_sampler_init_temp(sampling.temperature))
+            add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        if penalised:
+            # The penalties count the end of the prompt too, as llama-server's do.
+            for token in prompt_tokens[-PENALTY_LAST_N:]:
+                llama_cpp.llama_sampler_accept(self.chain, token)
+
+    def _add(self, sampler) -> None:
+        self._llama_cpp.llama_sampler_chain_add(self.chain, sampler)
+
+    def sample(self, context, batch_index: int) -> int:
+        """Pick the next token from the logits of batch row ``batch_index`` (and remember it)."""
+        return self._llama_cpp.llama_sampler_sample(self.chain, context, batch_index)
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self._llama_cpp.llama_sampler_free(self.chain)  # frees the samplers added to it
+            self.chain = None
