@@ -272,7 +272,8 @@ def report(rounds: dict, prefix: dict, ceiling: dict | None, order: list[str]) -
             for c, p in by_c.items():
                 print(f"  {name:<17} C={c}: first {p['first_p50_s'] * 1000:6.0f} ms, later p50 "
                       f"{p['later_p50_s'] * 1000:6.0f} ms ({p['later_p50_s'] / p['first_p50_s']:.2f}x; "
-                      f"falls: {'yes' if p['later_p50_s'] < p['first_p50_s'] else 'NO'})")
+                      f"falls: {'yes' if p['later_p50_s'] < p['first_p50_s'] else 'NO'}; "
+                      f"other processes {p.get('foreign_cores') or 0:.2f} cores)")
     return ratios
 
 

@@ -177,3 +177,42 @@ async def test_greedy_answers_do_not_depend_on_what_ran_before(make_client):
     second = await client.chat.completions.create(messages=QUESTION, **ask)
     third = await client.chat.completions.create(messages=QUESTION, **ask)
     assert first.choices[0].message.content == second.choices[0].message.content == third.choices[0].message.content
+
+
+async def test_concurrent_streams_each_get_their_own_answer(make_client, shared_registry):
+    """Four clients streaming at once through the daemon: batched together, and each answer is
+    the one that request gets alone (nothing leaks between sequences)."""
+    import asyncio
+
+    client = sdk(await make_client())
+    questions = ["Name three colours.", "What is the capital of Italy?", "Say something about cats.",
+                 "Count from one to five."]
+
+    async def streamed(question: str) -> str:
+        stream = await client.chat.completions.create(
+            model=DEFAULT_MODEL, messages=[{"role": "user", "content": question}], temperature=0,
+            max_tokens=40, stream=True)
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+
+    alone = [await streamed(question) for question in questions]
+    assert shared_registry.default.engine.settings.n_parallel >= 4
+    together = await asyncio.gather(*(streamed(question) for question in questions))
+    assert together == alone
+    assert len(set(alone)) == len(questions)
+
+
+async def test_logit_bias_is_validated_and_applied(make_client, shared_registry):
+    client = sdk(await make_client())
+    for bad in ({"cat": 5}, {"10000000": 5}, {"5": 300}):
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(model=DEFAULT_MODEL, messages=QUESTION, logit_bias=bad)
+        assert info.value.body["param"] == "logit_bias"
+    plain = (await client.chat.completions.create(model=DEFAULT_MODEL, messages=QUESTION, temperature=0,
+                                                  max_tokens=12)).choices[0].message.content
+    # Ban the greedy answer's first token: the answer must start differently.
+    model = shared_registry.default.engine.model
+    first = model.tokenize(plain.encode(), add_bos=False, special=False)[0]
+    biased = (await client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=QUESTION, temperature=0, max_tokens=12,
+        logit_bias={str(first): -100})).choices[0].message.content
+    assert not biased.startswith(model.detokenize([first]).decode())
