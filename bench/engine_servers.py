@@ -5,13 +5,18 @@ thread count, per-sequence context and batch size; its log goes to a file in
 the run's temporary directory (a pipe nobody reads would stall a chatty server).
 
   localllm          `localllm serve` with a throwaway LOCALLLM_HOME, semantic cache off,
-                    engine.n_parallel sequences (LOCALLLM_ENGINE_N_PARALLEL)
+                    engine.n_parallel sequences (LOCALLLM_ENGINE_N_PARALLEL); its KV cache is
+                    q8_0 with flash attention unless --kv-cache-type says otherwise
   llama-server      llama.cpp's server built by llama_cpp_build.py: -np N slots and
                     -c N x n_ctx (its -c is the total over the slots); with an explicit
-                    -np its KV cache is not unified (--kv-unified is on only for -np auto)
+                    -np its KV cache is not unified (--kv-unified is on only for -np auto),
+                    f16 KV cache with flash attention 'auto' (on, on CPU) by default
   llama-cpp-python  `python -m llama_cpp.server`: one context, one request at a time;
                     --interrupt_requests false, or a waiting request would cut the
-                    running stream short after its next token
+                    running stream short after its next token; f16 KV cache and, unlike
+                    the other two, flash attention off by default
+
+--kv-cache-type f16|q8_0 gives all three that KV precision with flash attention on.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ class ServerOptions:
     n_parallel: int  # localllm and llama-server; 0 leaves localllm's engine.n_parallel unset
     llama_server: Path | None = None
     llama_server_args: tuple[str, ...] = ()
+    kv_cache_type: str | None = None  # "f16" | "q8_0" for all three; None: each server's default
+
+
+# ggml type ids for llama-cpp-python's --type_k/--type_v
+_GGML_TYPES = {"f16": 1, "q8_0": 8}
 
 
 @dataclass
@@ -94,6 +104,8 @@ def start_localllm(options: ServerOptions, workdir: Path) -> RunningServer:
                 "LOCALLLM_ENGINE_N_BATCH": str(options.n_batch), "LOCALLLM_CACHE_ENABLED": "false"}
     if options.n_parallel:
         settings["LOCALLLM_ENGINE_N_PARALLEL"] = str(options.n_parallel)
+    if options.kv_cache_type:
+        settings["LOCALLLM_ENGINE_KV_CACHE_TYPE"] = options.kv_cache_type
     env = {**os.environ, "LOCALLLM_HOME": str(home), "LOCALLLM_SERVER_PORT": str(port), **settings}
     return _launch("localllm", [sys.executable, "-m", "localllm.cli", "serve"], workdir, model=DEFAULT_MODEL,
                    port=port, settings=settings, env=env)
@@ -107,7 +119,11 @@ def start_llama_server(options: ServerOptions, workdir: Path) -> RunningServer:
     args = ["-m", str(options.model_path), "-np", str(options.n_parallel or 1),
             "-c", str(options.n_ctx * (options.n_parallel or 1)), "-t", str(options.threads),
             "-tb", str(options.threads), "-b", str(options.n_batch), "-ub", str(options.n_batch),
-            "--host", "127.0.0.1", "--port", str(port), *options.llama_server_args]
+            "--host", "127.0.0.1", "--port", str(port)]
+    if options.kv_cache_type:
+        # flash attention on, as localllm has it (q8_0: always; f16: llama.cpp's 'auto' picks it on CPU)
+        args += ["-ctk", options.kv_cache_type, "-ctv", options.kv_cache_type, "-fa", "on"]
+    args += options.llama_server_args
     return _launch("llama-server", [str(options.llama_server), *args], workdir, model="default", port=port,
                    settings={"args": " ".join(args[2:])})
 
@@ -117,6 +133,9 @@ def start_llama_cpp_python(options: ServerOptions, workdir: Path) -> RunningServ
     args = ["--model", str(options.model_path), "--n_ctx", str(options.n_ctx), "--n_threads", str(options.threads),
             "--n_threads_batch", str(options.threads), "--n_batch", str(options.n_batch),
             "--interrupt_requests", "false", "--host", "127.0.0.1", "--port", str(port)]
+    if options.kv_cache_type:
+        kv_type = str(_GGML_TYPES[options.kv_cache_type])
+        args += ["--type_k", kv_type, "--type_v", kv_type, "--flash_attn", "true"]
     return _launch("llama-cpp-python", [sys.executable, "-m", "llama_cpp.server", *args], workdir,
                    model="default", port=port, settings={"args": " ".join(args[2:])})
 

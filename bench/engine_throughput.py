@@ -10,28 +10,37 @@ round, the order rotating, so machine noise hits all alike.
   throughput   for each concurrency C (1, 4, 8): C streaming clients each send N
                chat completions one after another (distinct prompts, so no cache can
                help; temperature 0, max_tokens 128, logit_bias -100 on the
-               end-of-generation tokens so every answer is 128 tokens long).
-               Reports aggregate tokens/s (all completion tokens / the round's wall
-               time), per-stream decode tokens/s (median of (tokens - 1) / (last -
-               first token)), time to first token p50/p99, request time p50, tokens
-               per answer (usage.completion_tokens where the server sends it with
-               stream_options.include_usage, else content chunks).
+               end-of-generation tokens so every answer is 128 tokens long). The
+               cycle over concurrencies and servers runs --repeats times, and each
+               server's rounds at one C are pooled. Reports aggregate tokens/s (all
+               completion tokens / the rounds' wall time), per-stream decode tokens/s
+               (median of (tokens - 1) / (last - first token)), time to first token
+               p50/p99, request time p50, tokens per answer (usage.completion_tokens
+               where the server sends it with stream_options.include_usage, else
+               content chunks).
   shared prefix  a ~500-token system prompt with different short questions, in waves
                of C requests (C = 1 and 8): the first wave finds nothing cached, later
                ones can reuse the prefix. Reports TTFT p50 of the first wave and of the
                later ones (localllm and llama-server; llama-cpp-python keeps only its
                last prompt).
-  ceiling      `llama-bench -p 0 -n 128` (tg128) on the same model and threads: the
-               engine's single-stream ceiling; localllm's per-stream tokens/s at C=1
-               over it is what Python costs.
+  ceiling      `llama-bench -p 0 -n 128` (tg128) on the same model and threads, before
+               and after the rounds (mean): the engine's single-stream ceiling;
+               localllm's per-stream tokens/s at C=1 over it is what Python costs.
 
 Ratios against llama-server and llama-cpp-python in the same run, with the
-issue's targets: tokens/s >= 1.0x llama-server at C=1 and aggregate >= 1.0x at
-C=8, first-token p50 at C=8 <= 1.0x, aggregate >= 2x llama-cpp-python at C=8.
+issue's targets: aggregate tokens/s >= 1.0x llama-server at C=1 and at C=8,
+first-token p50 at C=8 <= 1.0x, aggregate >= 2x llama-cpp-python at C=8. The
+"other CPU" column is the cores other processes used during a round: on this
+shared 2-core machine anything above ~0.1 makes that round's figures noise
+(llama.cpp's spinning thread pools collapse when a core is taken), so rerun.
 
-    python bench/engine_throughput.py [--threads 2] [--requests-per-client 4]
+    python bench/engine_throughput.py [--threads 2] [--requests-per-client 2] [--repeats 2]
         [--concurrency 1,4,8] [--servers localllm,llama-server,llama-cpp-python]
-        [--skip-build] [--json results.json]
+        [--skip-build] [--json results.json] [--log-dir DIR]
+        [--kv-cache-type default|f16|q8_0] [--llama-server-args='--kv-unified']
+
+The first run builds llama-server and llama-bench (15-20 minutes on 2 cores,
+cached in ~/.cache/localllm-bench); a full run takes about 5 minutes.
 """
 
 from __future__ import annotations
@@ -204,12 +213,20 @@ def summarize(results: list[RequestResult], wall: float, max_tokens: int) -> dic
 
 
 def llama_bench_tg(binary: Path, model: Path, threads: int, tokens: int) -> dict:
+    foreign = ForeignCpu([])
+    foreign.start()
     result = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(tokens),
                              "-o", "json"], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"llama-bench failed:\n{result.stderr[-2000:]}")
     row = json.loads(result.stdout)[0]
-    return {"tps": row["avg_ts"], "stddev": row["stddev_ts"], "test": f"tg{tokens}", "build": row.get("build_commit")}
+    return {"tps": row["avg_ts"], "stddev": row["stddev_ts"], "test": f"tg{tokens}", "foreign_cores": foreign.stop()}
+
+
+def llama_bench_twice(before: dict, binary: Path, model: Path, threads: int, tokens: int) -> dict:
+    """The mean of the runs before and after the servers' rounds."""
+    after = llama_bench_tg(binary, model, threads, tokens)
+    return {**before, "tps": (before["tps"] + after["tps"]) / 2, "runs": [before, after]}
 
 
 def end_of_generation_bias(model_path: Path) -> tuple[dict[str, float], Callable[[str], list[int]]]:
@@ -227,7 +244,7 @@ def ratio_line(label: str, value: float, target: float | None, higher_is_better:
     met = None if target is None else (value >= target if higher_is_better else value <= target)
     mark = "" if met is None else (f" (target {'>=' if higher_is_better else '<='} {target:g}x: "
                                    f"{'met' if met else 'MISSED'})")
-    return f"  {label:<52} {value:6.2f}x{mark}", {"label": label, "ratio": value, "target": target, "met": met}
+    return f"  {label:<52} {value:6.3f}x{mark}", {"label": label, "ratio": value, "target": target, "met": met}
 
 
 def report(rounds: dict, prefix: dict, ceiling: dict | None, order: list[str]) -> list[dict]:
@@ -280,7 +297,9 @@ def report(rounds: dict, prefix: dict, ceiling: dict | None, order: list[str]) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--requests-per-client", type=int, default=4)
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="cycles over all concurrencies and servers; a server's rounds are pooled")
     parser.add_argument("--concurrency", default="1,4,8", help="comma-separated client counts")
     parser.add_argument("--servers", default=",".join(SERVER_NAMES))
     parser.add_argument("--tokens", type=int, default=128, help="max_tokens of every answer")
@@ -289,9 +308,12 @@ def main() -> None:
                         help="localllm engine.n_parallel and llama-server -np; 0 leaves localllm's unset")
     parser.add_argument("--n-batch", type=int, default=512)
     parser.add_argument("--prefix-tokens", type=int, default=500, help="shared system prompt length; 0 skips")
-    parser.add_argument("--prefix-waves", type=int, default=3)
+    parser.add_argument("--prefix-waves", type=int, default=4)
     parser.add_argument("--prefix-answer-tokens", type=int, default=16)
     parser.add_argument("--llama-server-args", default="", help="extra llama-server flags, e.g. '--kv-unified'")
+    parser.add_argument("--kv-cache-type", choices=("default", "f16", "q8_0"), default="default",
+                        help="KV cache precision for all three servers (default: each its own: localllm q8_0, "
+                             "the others f16)")
     parser.add_argument("--skip-build", action="store_true",
                         help="use an existing build, skip llama-server and llama-bench if there is none")
     parser.add_argument("--no-llama-bench", action="store_true")
@@ -322,21 +344,18 @@ def main() -> None:
     model_path = resolve_model_file(load_settings().settings, DEFAULT_MODEL).resolve()
     logit_bias, tokenize = end_of_generation_bias(model_path)
     options = ServerOptions(model_path, args.threads, args.n_ctx, args.n_batch, args.n_parallel,
-                            binaries.server if binaries else None, tuple(args.llama_server_args.split()))
+                            binaries.server if binaries else None, tuple(args.llama_server_args.split()),
+                            None if args.kv_cache_type == "default" else args.kv_cache_type)
     print(f"model {model_path.name}, threads {args.threads}, n_ctx {args.n_ctx}/sequence, n_batch {args.n_batch}, "
-          f"{args.requests_per_client} requests per client, {args.tokens}-token answers "
+          f"{args.repeats} x {args.requests_per_client} requests per client, {args.tokens}-token answers "
           f"(banned end-of-generation tokens {sorted(int(t) for t in logit_bias)})", file=sys.stderr)
 
     ceiling = None
     if binaries and not args.no_llama_bench:
         print("llama-bench tg128 ...", file=sys.stderr)
-        foreign = ForeignCpu([])
-        foreign.start()
         ceiling = llama_bench_tg(binaries.bench, model_path, args.threads, args.tokens)
-        ceiling["foreign_cores"] = foreign.stop()
 
-    rounds: dict[str, dict[int, dict]] = {n: {} for n in names}
-    raw: dict[str, dict[int, list]] = {n: {} for n in names}
+    pooled: dict[str, dict[int, dict]] = {n: {} for n in names}
     bias_refused: dict[str, str] = {}
     prefix: dict[str, dict[int, dict]] = {}
     servers: list[RunningServer] = []
@@ -346,27 +365,32 @@ def main() -> None:
     with (contextlib.nullcontext(str(args.log_dir)) if args.log_dir
           else tempfile.TemporaryDirectory(prefix="engine-throughput-")) as workdir:
         try:
-            servers = [STARTERS[n](options, Path(workdir)) for n in names]
+            for name in names:  # one by one, so that `finally` stops those started before a failure
+                servers.append(STARTERS[name](options, Path(workdir)))
             wait_ready(servers)
             foreign = ForeignCpu([server.process.pid for server in servers])
             for server in servers:  # load, allocate and touch everything once
                 asyncio.run(run_round(server, 1, 1, 8, logit_bias, "warm-up"))
-            for i, c in enumerate(levels):
-                # rotate so no server always goes first (or right after another's busy round)
-                for server in servers[i % len(servers):] + servers[:i % len(servers)]:
-                    print(f"{server.name}: {c} clients x {args.requests_per_client} requests", file=sys.stderr)
-                    foreign.start()
-                    results, wall, refused = asyncio.run(run_round(server, c, args.requests_per_client, args.tokens,
-                                                                   logit_bias, f"c{c}"))
-                    if refused:
-                        bias_refused[server.name] = refused
-                    rounds[server.name][c] = s = summarize(results, wall, args.tokens)
-                    s["foreign_cores"] = foreign.stop()
-                    print(f"  {s['aggregate_tps']:.1f} tok/s, TTFT p50 {s['ttft_p50_s'] * 1000:.0f} ms, "
-                          f"{s['tokens_per_answer']:.0f} tokens/answer, other processes "
-                          f"{s['foreign_cores'] or 0:.2f} cores", file=sys.stderr)
-                    raw[server.name][c] = [asdict(r) for r in results]
-                    time.sleep(1)  # let spinning threads settle before the next server
+            for rep in range(args.repeats):
+                for i, c in enumerate(levels):
+                    # rotate so no server always goes first (or right after another's busy round)
+                    turn = (rep * len(levels) + i) % len(servers)
+                    for server in servers[turn:] + servers[:turn]:
+                        print(f"{server.name}: {c} clients x {args.requests_per_client} requests", file=sys.stderr)
+                        foreign.start()
+                        results, wall, refused = asyncio.run(run_round(
+                            server, c, args.requests_per_client, args.tokens, logit_bias, f"c{c}r{rep}"))
+                        if refused:
+                            bias_refused[server.name] = refused
+                        pool = pooled[server.name].setdefault(c, {"results": [], "wall_s": 0.0, "foreign": []})
+                        pool["results"] += results
+                        pool["wall_s"] += wall
+                        pool["foreign"].append(foreign.stop() or 0.0)
+                        s = summarize(results, wall, args.tokens)
+                        print(f"  {s['aggregate_tps']:.1f} tok/s, TTFT p50 {s['ttft_p50_s'] * 1000:.0f} ms, "
+                              f"{s['tokens_per_answer']:.0f} tokens/answer, other processes "
+                              f"{pool['foreign'][-1]:.2f} cores", file=sys.stderr)
+                        time.sleep(1)  # let spinning threads settle before the next server
             if args.prefix_tokens:
                 for c in (1, 8):
                     text = system_prompt(tokenize, args.prefix_tokens, f"prefix-c{c}")
@@ -388,12 +412,20 @@ def main() -> None:
             for server in servers:
                 server.stop()
 
+    if binaries and not args.no_llama_bench:  # again, after: the machine's speed drifts
+        ceiling = llama_bench_twice(ceiling, binaries.bench, model_path, args.threads, args.tokens)
+    # all repeats of a (server, concurrency) pooled: tokens over summed wall time, percentiles over all requests
+    rounds = {name: {c: {**summarize(pool["results"], pool["wall_s"], args.tokens),
+                         "foreign_cores": max(pool["foreign"])} for c, pool in by_c.items()}
+              for name, by_c in pooled.items()}
+    raw = {name: {c: [asdict(r) for r in pool["results"]] for c, pool in by_c.items()}
+           for name, by_c in pooled.items()}
     ratios = report(rounds, prefix, ceiling, names)
     for name, text in bias_refused.items():
         print(f"note: {name} refused logit_bias ({text}); its answers may be shorter", file=sys.stderr)
     print(f"model {model_path.name}, threads {args.threads}, n_ctx {args.n_ctx} per sequence, n_parallel "
-          f"{args.n_parallel or 'default'}, {args.requests_per_client} requests per client, "
-          f"{args.tokens}-token answers")
+          f"{args.n_parallel or 'default'}, KV cache {args.kv_cache_type}, {args.repeats} x {args.requests_per_client} "
+          f"requests per client, {args.tokens}-token answers")
     if args.json:
         args.json.write_text(json.dumps({
             "model": str(model_path), "args": {k: str(v) for k, v in vars(args).items()},

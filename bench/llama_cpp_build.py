@@ -14,7 +14,7 @@ never into the repository:
 
 A build that has both binaries is reused. Release, GGML_NATIVE=ON, static
 libraries, no HTTPS (LLAMA_OPENSSL=OFF; LLAMA_CURL is deprecated in this
-llama.cpp and ignored), no web UI download. About 15 minutes on 2 cores.
+llama.cpp and ignored), no web UI download. About 15-20 minutes with -j2 on 2 cores.
 
     python bench/llama_cpp_build.py [--cache-dir DIR] [--jobs 2] [--rebuild]
 
@@ -132,7 +132,7 @@ def build(*, cache: Path | None = None, jobs: int = 2, rebuild: bool = False) ->
     source = fetch_sources(version, directory)
     log_path = directory / "build.log"
     print(f"building {', '.join(TARGETS)} from llama.cpp in llama-cpp-python {version} with -j{jobs} "
-          f"(about 15 minutes on 2 cores); log: {log_path}", file=sys.stderr)
+          f"(15-20 minutes on 2 cores); log: {log_path}", file=sys.stderr)
     started = time.monotonic()
     with log_path.open("w") as log:
         for step in ([cmake, "-S", str(source), "-B", str(build_dir), f"-DCMAKE_CXX_COMPILER={compiler}",

@@ -71,6 +71,8 @@ async def _ask(settings: Settings, body: dict, *, as_json: bool, in_process: boo
 
 async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> None:
     request = parse_request(ChatCompletionRequest, body)
+    # One question, one sequence: no KV cache for parallel requests that will never come.
+    settings = settings.model_copy(update={"engine": settings.engine.model_copy(update={"n_parallel": 1})})
     registry = await asyncio.to_thread(build_registry, settings, [settings.engine.model])
     registry.start_all()
     # One question: loading the embedder would cost more than the cache could save,
