@@ -391,7 +391,7 @@ def main() -> None:
                               f"{s['tokens_per_answer']:.0f} tokens/answer, other processes "
                               f"{pool['foreign'][-1]:.2f} cores", file=sys.stderr)
                         time.sleep(1)  # let spinning threads settle before the next server
-            if args.prefix_tokens:
+            if args.prefix_tokens and args.prefix_waves:  # --prefix-waves 0 skips the workload
                 for c in (1, 8):
                     text = system_prompt(tokenize, args.prefix_tokens, f"prefix-c{c}")
                     for server in servers:
