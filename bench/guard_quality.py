@@ -257,21 +257,17 @@ def _fmt(x: float) -> str:
     return "  -  " if x != x else f"{x:.3f}"
 
 
+def _print_table(tally: Tally, heading: str, hit, miss, tp, fp, *, by_class: bool) -> None:
+    print(f"{heading:22} {'labels':>6} {'recall':>7} {'found':>6} {'precision':>9}")
+    for key in sorted(set(hit) | set(miss) | set(tp) | set(fp)):
+        print(f"{key:22} {hit[key] + miss[key]:6d} {_fmt(tally.recall(key, by_class=by_class)):>7} "
+              f"{tp[key] + fp[key]:6d} {_fmt(tally.precision(key, by_class=by_class)):>9}")
+
+
 def report(name: str, tally: Tally) -> None:
     print(f"\n== {name} ==")
-    print(f"{'type':22} {'labels':>6} {'recall':>7} {'found':>6} {'precision':>9}")
-    types = sorted(set(tally.hit) | set(tally.miss) | set(tally.tp) | set(tally.fp))
-    for t in types:
-        labels = tally.hit[t] + tally.miss[t]
-        found = tally.tp[t] + tally.fp[t]
-        print(f"{t:22} {labels:6d} {_fmt(tally.recall(t)):>7} {found:6d} {_fmt(tally.precision(t)):>9}")
-    print(f"{'class':22} {'labels':>6} {'recall':>7} {'found':>6} {'precision':>9}")
-    classes = sorted(set(tally.class_hit) | set(tally.class_miss) | set(tally.class_tp) | set(tally.class_fp))
-    for c in classes:
-        labels = tally.class_hit[c] + tally.class_miss[c]
-        found = tally.class_tp[c] + tally.class_fp[c]
-        print(f"{c:22} {labels:6d} {_fmt(tally.recall(c, by_class=True)):>7} {found:6d} "
-              f"{_fmt(tally.precision(c, by_class=True)):>9}")
+    _print_table(tally, "type", tally.hit, tally.miss, tally.tp, tally.fp, by_class=False)
+    _print_table(tally, "class", tally.class_hit, tally.class_miss, tally.class_tp, tally.class_fp, by_class=True)
     print(f"{'ALL':22} {'':6} {_fmt(tally.recall()):>7} {'':6} {_fmt(tally.precision()):>9}")
     print(f"request level: precision {_fmt(tally.request_precision)} recall {_fmt(tally.request_recall)} "
           f"(tp {tally.req_tp} fp {tally.req_fp} fn {tally.req_fn} tn {tally.req_tn})")

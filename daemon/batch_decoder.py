@@ -117,9 +117,9 @@ class BatchDecoder:
         """Give ``job`` the free slot whose cache shares most of its prompt (ties: least recently used)."""
         prompt = job.prompt_tokens
         usable = len(prompt) - 1  # the last prompt token is always evaluated: its logits start the answer
-        free = [slot for slot in self.slots if slot.request is None]
-        slot = max(free, key=lambda s: (min(common_prefix_length(s.cached, prompt), usable), -s.last_used))
-        keep = min(common_prefix_length(slot.cached, prompt), usable)
+        # (shared prefix, least recently used, lowest id): seq ids are unique, so slots never compare.
+        keep, _recency, _seq, slot = max((min(common_prefix_length(s.cached, prompt), usable), -s.last_used,
+                                          -s.seq_id, s) for s in self.slots if s.request is None)
         self._truncate(slot, keep)
         self._admitted += 1
         slot.request = _Request(

@@ -140,10 +140,6 @@ class LlamaEngine:
             )
 
     @property
-    def loaded(self) -> bool:
-        return self.context is not None
-
-    @property
     def n_ctx(self) -> int:
         """Context per sequence: what one request's prompt and answer must fit in."""
         return self.settings.n_ctx

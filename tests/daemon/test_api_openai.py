@@ -184,7 +184,8 @@ async def test_concurrent_streams_each_get_their_own_answer(make_client, shared_
     the one that request gets alone (nothing leaks between sequences)."""
     import asyncio
 
-    client = sdk(await make_client())
+    server = await make_client()
+    client = sdk(server)
     questions = ["Name three colours.", "What is the capital of Italy?", "Say something about cats.",
                  "Count from one to five."]
 
@@ -196,9 +197,14 @@ async def test_concurrent_streams_each_get_their_own_answer(make_client, shared_
 
     alone = [await streamed(question) for question in questions]
     assert shared_registry.default.engine.settings.n_parallel >= 4
+    reused_before = (await (await server.get("/health")).json())["models"][0]["reused_prompt_tokens"]
     together = await asyncio.gather(*(streamed(question) for question in questions))
     assert together == alone
     assert len(set(alone)) == len(questions)
+    model = (await (await server.get("/health")).json())["models"][0]
+    assert model["running"] == 0 and model["waiting"] == 0
+    assert model["parallel"] == shared_registry.default.engine.settings.n_parallel
+    assert model["reused_prompt_tokens"] > reused_before  # the chat template's shared head was copied
 
 
 async def test_logit_bias_is_validated_and_applied(make_client, shared_registry):
