@@ -14,8 +14,8 @@ other slot, busy or idle (``llama_memory_seq_cp`` copies that sequence's KV
 stream, then the copy is cut back to the shared prefix). A shared system
 prompt or the earlier turns of a conversation are then evaluated once.
 
-Answers do not depend on the batch: with the q8_0 KV cache llama.cpp's CPU
-attention takes one code path for any batch shape, every matmul row is
+Answers do not depend on the batch: with q8_0 in the KV cache (values, or
+keys and values) llama.cpp's CPU attention takes one code path for any batch shape, every matmul row is
 computed alike, and each sequence's cells stay in position order in its own
 stream. tests/daemon/test_batching.py holds this to bit-identical greedy text.
 

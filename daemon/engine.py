@@ -114,8 +114,13 @@ class LlamaEngine:
         context_params.n_threads = s.threads
         context_params.n_threads_batch = s.threads
         context_params.no_perf = True
-        kv_type = getattr(llama_cpp, f"GGML_TYPE_{s.kv_cache_type.upper()}")
-        context_params.type_k = context_params.type_v = kv_type
+        # "f16-q8_0": keys f16, values q8_0. llama.cpp's CPU attention uses its tiled (long prompts)
+        # and split-KV (one row over 512+ cells) kernels only when keys and values are both f16, and
+        # those round differently from the one-row kernel: any q8_0 half keeps every batch shape on
+        # one path. f16 keys decoded faster than q8_0 keys here (BENCHMARKS.md).
+        key_type, _, value_type = s.kv_cache_type.partition("-")
+        context_params.type_k = getattr(llama_cpp, f"GGML_TYPE_{key_type.upper()}")
+        context_params.type_v = getattr(llama_cpp, f"GGML_TYPE_{(value_type or key_type).upper()}")
         if s.kv_cache_type != "f16":
             # A quantized V cache needs flash attention; say so at load rather than guess.
             context_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED

@@ -73,6 +73,29 @@ async def test_greedy_answers_under_batching_equal_each_request_alone(start_sche
     assert batched_scheduler.reused_prompt_tokens > 0  # the chat template's shared head was not recomputed
 
 
+LONG_CONTEXT = " ".join(f"Item {i}: the {('red', 'blue', 'green')[i % 3]} box holds {i * 7 % 13} apples."
+                        for i in range(70))  # about 900 tokens: past the 512 cells where f16 attention splits
+
+
+@pytest.mark.parametrize("kv_cache_type", ["f16-q8_0", "q8_0"])
+async def test_long_prompts_under_batching_equal_each_alone(start_scheduler, kv_cache_type):
+    """Past 512 cached tokens a lone sequence's attention would split across threads with an all-f16
+    cache, and prompts of 64+ rows would take the tiled kernel; with q8_0 in the cache neither
+    happens, so a long prompt's answer does not depend on the batch either."""
+    questions = ["How many apples are in item 12?", "Which colour is item 40?", "Summarise the list.",
+                 "What is item 3?"]
+    contexts = [f"{LONG_CONTEXT} Variant {i}." for i in range(len(questions))]
+    alone_scheduler = await start_scheduler(n_parallel=1, n_ctx=1536, kv_cache_type=kv_cache_type)
+    alone = [await answer(alone_scheduler, await job_for(alone_scheduler, q, max_tokens=24, system=c))
+             for q, c in zip(questions, contexts, strict=True)]
+    batched_scheduler = await start_scheduler(n_parallel=4, n_ctx=1536, kv_cache_type=kv_cache_type)
+    jobs = [await job_for(batched_scheduler, q, max_tokens=24, system=c) for q, c in zip(questions, contexts,
+                                                                                          strict=True)]
+    assert min(len(job.prompt_tokens) for job in jobs) > 512
+    together = await asyncio.gather(*(answer(batched_scheduler, job) for job in jobs))
+    assert [text for text, _ in together] == [text for text, _ in alone]
+
+
 async def test_sampling_settings_and_seeds_stay_with_their_request(start_scheduler):
     scheduler = await start_scheduler(n_parallel=4)
     settings = [dict(temperature=0.9, seed=7), dict(temperature=1.2, seed=11, top_k=5),
