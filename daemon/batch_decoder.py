@@ -15,9 +15,10 @@ stream, then the copy is cut back to the shared prefix). A shared system
 prompt or the earlier turns of a conversation are then evaluated once.
 
 Answers do not depend on the batch: with q8_0 in the KV cache (values, or
-keys and values) llama.cpp's CPU attention takes one code path for any batch shape, every matmul row is
-computed alike, and each sequence's cells stay in position order in its own
-stream. tests/daemon/test_batching.py holds this to bit-identical greedy text.
+keys and values) llama.cpp's CPU attention takes one code path for any batch
+shape, every matmul row is computed alike, and each sequence's cells stay in
+position order in its own stream. tests/daemon/test_batching.py holds this to
+bit-identical greedy text.
 
 Everything here runs on the scheduler's worker thread.
 """
