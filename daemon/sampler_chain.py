@@ -39,6 +39,10 @@ class SamplerChain:
             self._bias_tokens = np.array([t for t, _ in sampling.logit_bias], dtype=np.intp)
             self._bias_values = np.array([float("-inf") if b <= -100 else b for _, b in sampling.logit_bias],
                                          dtype=np.float32)
+            # Only bans (-100, as clients ban end tokens): the best unbanned logit wins unchanged, so the
+            # 49k logits need no copy unless the best one is banned.
+            self._banned = (frozenset(t for t, _ in sampling.logit_bias)
+                            if sampling.logit_bias and np.isneginf(self._bias_values).all() else None)
             return
         self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = self._add
@@ -80,6 +84,10 @@ class SamplerChain:
 
     def pick_greedy(self, logits: np.ndarray) -> int:
         """The greedy choice from one row of float32 logits, after the request's logit_bias."""
+        if self._banned is not None:
+            best = int(logits.argmax())
+            if best not in self._banned:
+                return best
         if len(self._bias_tokens):
             logits = logits.copy()
             np.add.at(logits, self._bias_tokens, self._bias_values)  # a token named twice gets both

@@ -53,6 +53,8 @@ def _cases():
         best, second = np.argsort(logits)[::-1][:2]
         yield "random", logits, ()
         yield "best banned", logits, ((int(best), -100.0),)
+        yield "other tokens banned", logits, ((int(second), -100.0), (int(np.argmin(logits)), -100.0))
+        yield "best banned with a lift elsewhere", logits, ((int(best), -100.0), (int(np.argmin(logits)), 3.0))
         yield "best lowered below second", logits, ((int(best), float(logits[second] - logits[best]) - 0.01),)
         yield "poor token lifted", logits, ((int(np.argmin(logits)), 100.0),)
         yield "token biased twice", logits, ((int(second), 0.5), (int(second), float(logits[best] - logits[second])))
