@@ -6,7 +6,7 @@ the run's temporary directory (a pipe nobody reads would stall a chatty server).
 
   localllm          `localllm serve` with a throwaway LOCALLLM_HOME, semantic cache off,
                     engine.n_parallel sequences (LOCALLLM_ENGINE_N_PARALLEL); its KV cache is
-                    f16 keys, q8_0 values with flash attention unless --kv-cache-type says otherwise
+                    q8_0 with flash attention unless --kv-cache-type says otherwise
   llama-server      llama.cpp's server built by llama_cpp_build.py: -np N slots and
                     -c N x n_ctx (its -c is the total over the slots); with an explicit
                     -np its KV cache is not unified (--kv-unified is on only for -np auto),

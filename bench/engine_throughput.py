@@ -313,7 +313,7 @@ def main() -> None:
     parser.add_argument("--llama-server-args", default="", help="extra llama-server flags, e.g. '--kv-unified'")
     parser.add_argument("--kv-cache-type", choices=("default", "f16", "q8_0"), default="default",
                         help="KV cache precision for all three servers (default: each its own: localllm "
-                             "f16 keys + q8_0 values, the others f16)")
+                             "q8_0, the others f16)")
     parser.add_argument("--skip-build", action="store_true",
                         help="use an existing build, skip llama-server and llama-bench if there is none")
     parser.add_argument("--no-llama-bench", action="store_true")

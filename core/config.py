@@ -67,10 +67,10 @@ class EngineSettings(_Section):
     n_batch: int = Field(512, ge=1, le=65536, description=(
         "Most tokens in one decode step (all sequences together): a newcomer's prompt is fed in "
         "chunks of what is left after one token per running sequence, so streams keep flowing."))
-    kv_cache_type: Literal["f16-q8_0", "q8_0", "f16"] = Field("f16-q8_0", description=(
-        "KV cache precision, keys-values. f16-q8_0 (f16 keys, q8_0 values) and q8_0 (both q8_0: the "
-        "least memory) keep answers independent of what else is in the batch: llama.cpp's CPU attention "
-        "then takes one path for any batch shape. f16 (both) lets long prompts use tiled attention, whose "
+    kv_cache_type: Literal["q8_0", "f16-q8_0", "f16"] = Field("q8_0", description=(
+        "KV cache precision, keys-values. q8_0 (both: the least memory) and f16-q8_0 (f16 keys, q8_0 "
+        "values) keep answers independent of what else is in the batch: llama.cpp's CPU attention then "
+        "takes one path for any batch shape. f16 (both) lets long prompts use tiled attention, whose "
         "rounding depends on the batch, so greedy answers can vary under load."))
     queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting for the engine before 503 queue_full.")
     default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request does not set one.")

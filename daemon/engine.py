@@ -117,8 +117,7 @@ class LlamaEngine:
         # "f16-q8_0": keys f16, values q8_0. llama.cpp's CPU attention uses its tiled (long prompts)
         # and split-KV (one row over 512+ cells) kernels only when keys and values are both f16, and
         # those round differently from the one-row kernel: any q8_0 half keeps every batch shape on
-        # one path. f16 keys keep attention scores at llama.cpp's default precision; decode speed was
-        # the same as all-q8_0 within this machine's noise (BENCHMARKS.md).
+        # one path.
         key_type, _, value_type = s.kv_cache_type.partition("-")
         context_params.type_k = getattr(llama_cpp, f"GGML_TYPE_{key_type.upper()}")
         context_params.type_v = getattr(llama_cpp, f"GGML_TYPE_{(value_type or key_type).upper()}")
