@@ -34,22 +34,23 @@ class SamplerChain:
         self._n_vocab = n_vocab
         penalised = (sampling.repeat_penalty != 1.0 or sampling.frequency_penalty != 0.0
                      or sampling.presence_penalty != 0.0)
+        # OpenAI's -100 means "never": -inf, as llama-server does.
+        logit_bias = [(token, float("-inf") if bias <= -100 else bias) for token, bias in sampling.logit_bias]
         self.chain = None
         if sampling.temperature <= 0 and not penalised:
-            self._bias_tokens = np.array([t for t, _ in sampling.logit_bias], dtype=np.intp)
-            self._bias_values = np.array([float("-inf") if b <= -100 else b for _, b in sampling.logit_bias],
-                                         dtype=np.float32)
+            self._bias_tokens = np.array([t for t, _ in logit_bias], dtype=np.intp)
+            self._bias_values = np.array([b for _, b in logit_bias], dtype=np.float32)
             # Only bans (-100, as clients ban end tokens): the best unbanned logit wins unchanged, so the
             # 49k logits need no copy unless the best one is banned.
-            self._banned = (frozenset(t for t, _ in sampling.logit_bias)
-                            if sampling.logit_bias and np.isneginf(self._bias_values).all() else None)
+            self._banned = (frozenset(t for t, _ in logit_bias)
+                            if logit_bias and np.isneginf(self._bias_values).all() else None)
             return
         self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = self._add
-        if sampling.logit_bias:
-            biases = (llama_cpp.llama_logit_bias * len(sampling.logit_bias))()
-            for slot, (token, bias) in zip(biases, sampling.logit_bias, strict=True):
-                slot.token, slot.bias = token, (float("-inf") if bias <= -100 else bias)
+        if logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(logit_bias))()
+            for slot, (token, bias) in zip(biases, logit_bias, strict=True):
+                slot.token, slot.bias = token, bias
             add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), biases))
         if penalised:
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty,

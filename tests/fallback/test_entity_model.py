@@ -7,24 +7,17 @@ model, only the kept labels are ever returned, and the model still finds what it
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from localllm.fallback.guard.entity_model import NamedEntity, _load_pipeline, load_entity_model
 
-REPO = Path(__file__).resolve().parents[2]
+from .guard_bench import guard_quality
+
 KEPT = frozenset({"PERSON", "GPE", "LOC", "FAC", "ORG"})
 
 
 def _dev_texts() -> list[str]:
-    spec = importlib.util.spec_from_file_location("guard_quality", REPO / "bench" / "guard_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("guard_quality", module)
-    spec.loader.exec_module(module)
-    return [r.text for r in module.load_records()]
+    return [r.text for r in guard_quality.load_records()]
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,9 @@ data stays above floors that a regression would break.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import string
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -21,18 +18,7 @@ from localllm.errors import ConfigError
 from localllm.fallback.guard.detector import SensitiveDataDetector, resolve_overlaps
 from localllm.fallback.guard.entities import ENTITY_CLASS_OF_TYPE, Span
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("guard_quality", REPO / "bench" / "guard_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("guard_quality", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-guard_quality = _load_bench()
+from .guard_bench import guard_quality
 
 
 @pytest.fixture(scope="module")
