@@ -46,6 +46,7 @@ class ServerOptions:
     llama_server: Path | None = None
     llama_server_args: tuple[str, ...] = ()
     kv_cache_type: str | None = None  # "f16" | "q8_0" for all three; None: each server's default
+    localllm_env: tuple[tuple[str, str], ...] = ()  # extra LOCALLLM_* settings, applied last
 
 
 # ggml type ids for llama-cpp-python's --type_k/--type_v
@@ -106,6 +107,7 @@ def start_localllm(options: ServerOptions, workdir: Path) -> RunningServer:
         settings["LOCALLLM_ENGINE_N_PARALLEL"] = str(options.n_parallel)
     if options.kv_cache_type:
         settings["LOCALLLM_ENGINE_KV_CACHE_TYPE"] = options.kv_cache_type
+    settings.update(options.localllm_env)
     env = {**os.environ, "LOCALLLM_HOME": str(home), "LOCALLLM_SERVER_PORT": str(port), **settings}
     return _launch("localllm", [sys.executable, "-m", "localllm.cli", "serve"], workdir, model=DEFAULT_MODEL,
                    port=port, settings=settings, env=env)

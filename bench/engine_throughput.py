@@ -314,6 +314,9 @@ def main() -> None:
     parser.add_argument("--kv-cache-type", choices=("default", "f16", "q8_0"), default="default",
                         help="KV cache precision for all three servers (default: each its own: localllm "
                              "q8_0, the others f16)")
+    parser.add_argument("--localllm-setting", action="append", default=[], metavar="LOCALLLM_X=VALUE",
+                        help="an extra setting for localllm's daemon (repeatable), e.g. "
+                             "LOCALLLM_CACHE_ENABLED=true to run with the semantic cache on")
     parser.add_argument("--skip-build", action="store_true",
                         help="use an existing build, skip llama-server and llama-bench if there is none")
     parser.add_argument("--no-llama-bench", action="store_true")
@@ -324,6 +327,12 @@ def main() -> None:
     if unknown := set(names) - set(SERVER_NAMES):
         parser.error(f"unknown servers {sorted(unknown)}; choose from {', '.join(SERVER_NAMES)}")
     levels = [int(c) for c in args.concurrency.split(",")]
+    localllm_env = []
+    for setting in args.localllm_setting:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.startswith("LOCALLLM_"):
+            parser.error(f"--localllm-setting takes LOCALLLM_NAME=VALUE, got {setting!r}")
+        localllm_env.append((key, value))
 
     binaries = None
     try:
@@ -345,7 +354,7 @@ def main() -> None:
     logit_bias, tokenize = end_of_generation_bias(model_path)
     options = ServerOptions(model_path, args.threads, args.n_ctx, args.n_batch, args.n_parallel,
                             binaries.server if binaries else None, tuple(args.llama_server_args.split()),
-                            None if args.kv_cache_type == "default" else args.kv_cache_type)
+                            None if args.kv_cache_type == "default" else args.kv_cache_type, tuple(localllm_env))
     print(f"model {model_path.name}, threads {args.threads}, n_ctx {args.n_ctx}/sequence, n_batch {args.n_batch}, "
           f"{args.repeats} x {args.requests_per_client} requests per client, {args.tokens}-token answers "
           f"(banned end-of-generation tokens {sorted(int(t) for t in logit_bias)})", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 from typing import Literal
 
 from aiohttp import web
@@ -12,7 +13,7 @@ from pydantic import Field
 from localllm.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 
 from .api_openai import read_json
-from .app_keys import SERVICES
+from .app_keys import PIPELINE, SERVICES
 from .openai_requests import _Body, parse_request
 from .request_context import context_from_headers
 from .security import TOKEN_NAMESPACE
@@ -44,7 +45,9 @@ async def embeddings(request: web.Request) -> web.Response:
     if len(texts) > MAX_INPUTS:
         raise InvalidRequest(f"At most {MAX_INPUTS} inputs per request; got {len(texts)}.", param="input")
     loop = asyncio.get_running_loop()
-    vectors = await loop.run_in_executor(None, embedder.embed, texts)
+    pipeline = request.app.get(PIPELINE)
+    busy = pipeline is not None and pipeline.registry.generating
+    vectors = await loop.run_in_executor(None, functools.partial(embedder.embed, texts, cores_busy=busy))
     tokens = await loop.run_in_executor(None, embedder.count_tokens, texts)
     data = []
     for i, vector in enumerate(vectors):

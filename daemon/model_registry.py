@@ -40,6 +40,12 @@ class ModelRegistry:
     def all(self) -> list[BatchScheduler]:
         return list(self._schedulers.values())
 
+    @property
+    def generating(self) -> bool:
+        """Whether any model is generating now: its llama.cpp threads have the CPU cores, so helper
+        models (the embedder) should keep to one thread."""
+        return any(scheduler.busy for scheduler in self._schedulers.values())
+
     def start_all(self) -> None:
         for scheduler in self._schedulers.values():
             scheduler.start()

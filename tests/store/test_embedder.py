@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from localllm.store.embedder import MAX_TOKENS, MemoizedEmbedder, load_embedder
+from localllm.store.embedder import MAX_TOKENS, MemoizedEmbedder, OnnxEmbedder, load_embedder
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def test_memoised_embedder_computes_each_text_once(onnx):
     class Counting:
         name, dimensions = onnx.name, onnx.dimensions
 
-        def embed(self, texts):
+        def embed(self, texts, *, cores_busy=False):
             calls.append(list(texts))
-            return onnx.embed(texts)
+            return onnx.embed(texts, cores_busy=cores_busy)
 
         def count_tokens(self, texts):
             return onnx.count_tokens(texts)
@@ -60,3 +60,15 @@ def test_unknown_backend_is_a_config_error():
 
     with pytest.raises(ConfigError, match="Unknown embedder"):
         load_embedder("word2vec")
+
+
+def test_automatic_embedder_threads_give_the_same_vectors():
+    from localllm.config import physical_cores
+
+    automatic, single = OnnxEmbedder(), OnnxEmbedder(threads=1)
+    texts = ["How do I reset the pressure valve?", "Quarterly tax filing deadlines"]
+    idle, busy = automatic.embed(texts), automatic.embed(texts, cores_busy=True)
+    assert np.allclose(idle, busy, atol=1e-5) and np.allclose(busy, single.embed(texts), atol=1e-5)
+    assert automatic.threads == physical_cores() and single.threads == 1
+    assert automatic._busy_session.get_session_options().intra_op_num_threads == 1
+    assert automatic._session.get_session_options().intra_op_num_threads == physical_cores()
