@@ -93,14 +93,18 @@ def _read_spend(path: Path) -> dict:
 
 
 def load_scanner(settings: Settings):
-    """The guard with its models loaded (the first request must not pay for it)."""
-    from localllm.fallback.guard.detector import SensitiveDataDetector
-    from localllm.fallback.guard.scan import RequestScanner
+    """The guard with its models loaded (the first request must not pay for it), without the
+    PyTorch and transformers its libraries would pull in for nothing."""
+    from localllm.fallback.guard.lean_imports import refusing_imports
 
-    guard = settings.guard
-    detector = SensitiveDataDetector(custom_terms=guard.custom_terms, custom_patterns=guard.custom_patterns,
-                                     ner=guard.ner)
-    detector.warm_up()
+    with refusing_imports():
+        from localllm.fallback.guard.detector import SensitiveDataDetector
+        from localllm.fallback.guard.scan import RequestScanner
+
+        guard = settings.guard
+        detector = SensitiveDataDetector(custom_terms=guard.custom_terms, custom_patterns=guard.custom_patterns,
+                                         ner=guard.ner)
+        detector.warm_up()
     return RequestScanner(detector)
 
 
