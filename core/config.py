@@ -117,7 +117,7 @@ class CacheSettings(_Section):
         0, ge=0, le=512, description="CPU threads for embedding prompts (onnx embedder). 0 = automatic: all "
         "physical cores while no model is generating, one while one is, so the embedder's threads do not "
         "fight llama.cpp's for the cores (a 2-thread embedder beside a 2-thread decode on 2 cores cut decoding "
-        "from 99 to 26 tokens/s; one thread: 50).")
+        "from 88 to 31 tokens/s; one thread: 62).")
     ttl_s: float = Field(7 * 24 * 3600, gt=0, description="Seconds a cached answer stays valid.")
     max_entries: int = Field(100_000, ge=1, description="Entries kept; the least recently used go first.")
     allow_nondeterministic: bool = Field(

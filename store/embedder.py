@@ -86,7 +86,7 @@ class OnnxEmbedder:
     cores are free, one thread while llama.cpp is generating on them (``embed(cores_busy=True)``).
     onnxruntime's worker threads spin between operators, and on cores llama.cpp's threads already
     fill they starve its decode: embedding in a loop beside a 2-thread decode on 2 cores measured
-    99 -> 26 tokens/s with the default 2 threads, 50 with one (see BENCHMARKS.md). When idle the
+    88 -> 31 tokens/s with the default 2 threads, 62 with one (bench/helper_interference.py). When idle the
     second core still pays: 34 ms against 51 ms for a 100-word prompt.
     """
 

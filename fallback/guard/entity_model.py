@@ -20,7 +20,7 @@ as fast without changing what it finds for those labels:
 - **One BLAS thread.** OpenBLAS splits even these small products over every core, and its worker
   spins between them: a second core burnt for the whole scan, for no gain in speed (19.8 against
   20.2 ms). In the daemon that core is llama.cpp's: scanning beside a 2-thread decode on 2 cores
-  cut decoding from 99 to 22 tokens/s, against 56 with one BLAS thread (BENCHMARKS.md).
+  cut decoding from 88 to 28 tokens/s, against 63 with one BLAS thread (bench/helper_interference.py).
 """
 
 from __future__ import annotations
