@@ -80,7 +80,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (the box's cores here)")
+    parser.add_argument("--switch-interval-ms", type=float,
+                        help="Python's GIL switch interval for the run (default: the interpreter's, 5 ms)")
     args = parser.parse_args()
+    if args.switch_interval_ms:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
 
     import llama_cpp
 
@@ -121,7 +125,8 @@ def main() -> None:
             print(f"round {round_ + 1}: {name}: {rate:.1f} tokens/s", file=sys.stderr)
 
     alone = statistics.median(rates["alone"])
-    print(f"\n{args.threads}-thread greedy decode of 128 tokens, median of {args.rounds} interleaved rounds")
+    print(f"\n{args.threads}-thread greedy decode of 128 tokens, median of {args.rounds} interleaved rounds, "
+          f"GIL switch interval {sys.getswitchinterval() * 1000:g} ms")
     print(f"{'beside the decode':52} {'tokens/s':>9} {'vs alone':>9} {'helper ms/call':>15}")
     for name in variants:
         rate = statistics.median(rates[name])
