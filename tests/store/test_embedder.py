@@ -72,3 +72,16 @@ def test_automatic_embedder_threads_give_the_same_vectors():
     assert automatic.threads == physical_cores() and single.threads == 1
     assert automatic._busy_session.get_session_options().intra_op_num_threads == 1
     assert automatic._session.get_session_options().intra_op_num_threads == physical_cores()
+
+
+async def test_embedder_threads_setting_reaches_the_embedder():
+    from localllm.config import load_settings
+    from localllm.daemon.services import load_embedder_for
+    from localllm.errors import ConfigError
+
+    fixed = await load_embedder_for(load_settings(environ={"LOCALLLM_CACHE_EMBEDDER_THREADS": "1"}).settings)
+    assert fixed.inner.threads == 1 and fixed.inner._busy_session is fixed.inner._session
+    automatic = await load_embedder_for(load_settings(environ={}).settings)
+    assert automatic.inner._busy_session is not automatic.inner._session or automatic.inner.threads == 1
+    with pytest.raises(ConfigError, match="cache.embedder_threads"):
+        load_settings(environ={"LOCALLLM_CACHE_EMBEDDER_THREADS": "-1"})
