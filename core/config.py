@@ -114,8 +114,9 @@ class CacheSettings(_Section):
         "auto = onnx when installed (faster, and PyTorch in the daemon slows llama.cpp down), else "
         "sentence-transformers.")
     embedder_threads: int = Field(
-        0, ge=0, le=512, description="CPU threads for embedding prompts (onnx embedder). 0 = automatic: all "
-        "physical cores while no model is generating, one while one is, so the embedder's threads do not "
+        0, ge=0, le=512, description="CPU threads for embedding prompts; a number fixes it for either backend. "
+        "0 = automatic (onnx backend): all physical cores while no model is generating, one while one is, "
+        "so the embedder's threads do not "
         "fight llama.cpp's for the cores (a 2-thread embedder beside a 2-thread decode on 2 cores cut decoding "
         "from 88 to 31 tokens/s; one thread: 62).")
     ttl_s: float = Field(7 * 24 * 3600, gt=0, description="Seconds a cached answer stays valid.")
