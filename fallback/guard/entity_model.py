@@ -20,6 +20,8 @@ as fast (BENCHMARKS.md) without changing what it finds for those labels:
 - **Decoding in numpy.** spaCy's per-token C loop is replaced by ``entity_decoder``: the same
   arithmetic, with the scores of every token outside an entity computed in one matrix product
   (same entities on the development data; a recognizer it does not reproduce keeps spaCy's loop).
+- **The token encoder as one onnxruntime graph** (``entity_encoder``), built from the same weights
+  at load and checked against thinc's layers before use.
 - **One BLAS thread.** OpenBLAS splits even these small products over every core, and its worker
   spins between them: a second core burnt for the whole scan, for no gain in speed (19.8 against
   20.2 ms). In the daemon that core is llama.cpp's: scanning beside a 2-thread decode on 2 cores
@@ -38,6 +40,7 @@ from typing import Any
 
 from localllm.errors import ConfigError
 from localllm.fallback.guard.entity_decoder import GreedyEntityDecoder
+from localllm.fallback.guard.entity_encoder import OnnxTokenEncoder
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +139,23 @@ def build_entity_model(labels: frozenset[str] | None) -> tuple[Any, Callable[[An
     if labels is not None:
         recognizer = _keep_labels(nlp, recognizer, labels)
     try:
-        return nlp, _numpy_decoding(GreedyEntityDecoder(recognizer))
+        decoder = GreedyEntityDecoder(recognizer, _onnx_encoder(nlp, recognizer))
     except ValueError as exc:
         log.warning("the guard's NER model decodes with spaCy's own (slower) loop: %s", exc)
         return nlp, _spacy_decoding(recognizer)
+    return nlp, _numpy_decoding(decoder)
+
+
+def _onnx_encoder(nlp: Any, recognizer: Any) -> OnnxTokenEncoder | None:
+    """The token encoder as one onnxruntime graph, or ``None`` (thinc's layers) if it cannot be."""
+    model = recognizer.model
+    try:
+        encoder = OnnxTokenEncoder(model.get_ref("tok2vec"), model.get_ref("lower"))
+        encoder.check_against(nlp.make_doc)
+    except ValueError as exc:
+        log.warning("the guard's NER model encodes tokens with thinc's (slower) layers: %s", exc)
+        return None
+    return encoder
 
 
 def _numpy_decoding(decoder: GreedyEntityDecoder) -> Callable[[Any], list[NamedEntity]]:

