@@ -20,6 +20,7 @@ from localllm.errors import LocalLLMError, ModelLoading, QueueFull, ServiceUnava
 
 from .batch_decoder import END_OF_STREAM, BatchDecoder
 from .engine import Finished, GenerationJob, LlamaEngine, TextDelta
+from .event_relay import EventRelay
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class BatchScheduler:
         self._ready = threading.Event()
         self._decoder: BatchDecoder | None = None
         self._stopping = threading.Event()
+        self._relay = EventRelay()  # the engine thread's events reach their streams once per step
 
     @property
     def model_name(self) -> str:
@@ -106,15 +108,8 @@ class BatchScheduler:
         """Queue ``job`` and yield its events. Leaving the loop early cancels the job."""
         self.check_ready()
         self.engine.check_sampling(job.sampling)
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-
-        def emit(event) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop is gone: nobody is listening
-                job.cancel.set()
-
+        emit = self._relay.emitter(asyncio.get_running_loop(), events.put_nowait, job.cancel)
         try:
             self._jobs.put_nowait((job, emit))
         except queue.Full:
@@ -152,6 +147,7 @@ class BatchScheduler:
             else:
                 self._refuse_until_stopped()
         finally:
+            self._relay.flush()
             if self._decoder is not None:
                 self._decoder.close()
             self.engine.close()
@@ -176,6 +172,7 @@ class BatchScheduler:
                 job, emit = item
                 if job.cancel.is_set():
                     emit(END_OF_STREAM)
+                    self._relay.flush()
                     continue
                 decoder.admit(job, emit)
             if self._stopping.is_set():
@@ -188,7 +185,9 @@ class BatchScheduler:
                 for slot in decoder.slots:
                     if slot.request is not None:
                         decoder.fail(slot, failure)
+            self._relay.flush()  # before the next decode, and before blocking on an empty queue
         decoder.cancel_all()
+        self._relay.flush()
 
     def _refuse_until_stopped(self) -> None:
         while True:
@@ -198,6 +197,7 @@ class BatchScheduler:
             _job, emit = item
             emit(self.load_error)
             emit(END_OF_STREAM)
+            self._relay.flush()
 
     async def stop(self) -> None:
         """Finish the current decode step, end running and queued requests, free the model."""
@@ -210,6 +210,7 @@ class BatchScheduler:
                 break
             job.cancel.set()
             emit(END_OF_STREAM)
+        self._relay.flush()
         self._stopping.set()
         thread = self._thread
         self._thread = None
@@ -225,6 +226,7 @@ class BatchScheduler:
             try:
                 item = self._jobs.get_nowait()
             except queue.Empty:
+                self._relay.flush()
                 return
             if item is not _STOP:
                 item[1](END_OF_STREAM)
