@@ -84,6 +84,10 @@ class GreedyEntityDecoder:
         # Inside an entity of label X, only I-X and L-X can be valid.
         self._in_move = {self._labels[i]: i for i, a in enumerate(actions) if a == _IN and labelled[i]}
         self._last_move = {self._labels[i]: i for i, a in enumerate(actions) if a == _LAST and labelled[i]}
+        can_close = self._in_move.keys() & self._last_move.keys()
+        stranded = {self._labels[i] for i in np.flatnonzero(self._is_begin)} - can_close
+        if stranded:
+            raise ValueError(f"labels that can begin an entity but not continue or end one: {sorted(stranded)}")
 
     def __call__(self, doc: Any) -> list[TokenEntity]:
         from spacy.attrs import ENT_IOB, IS_SPACE, SENT_START
