@@ -50,7 +50,10 @@ class GreedyEntityDecoder:
     """
 
     def __init__(self, recognizer: Any, encoder: Callable[[Any], np.ndarray] | None = None):
+        from spacy.attrs import ENT_IOB, IS_SPACE, SENT_START
         from spacy.pipeline._parser_internals.ner import BiluoPushDown
+
+        self._token_attrs = [IS_SPACE, SENT_START, ENT_IOB]
 
         model = recognizer.model
         if not isinstance(recognizer.moves, BiluoPushDown):
@@ -90,12 +93,10 @@ class GreedyEntityDecoder:
             raise ValueError(f"labels that can begin an entity but not continue or end one: {sorted(stranded)}")
 
     def __call__(self, doc: Any) -> list[TokenEntity]:
-        from spacy.attrs import ENT_IOB, IS_SPACE, SENT_START
-
         n = len(doc)
         if n == 0:
             return []
-        token_attrs = doc.to_array([IS_SPACE, SENT_START, ENT_IOB])
+        token_attrs = doc.to_array(self._token_attrs)
         if token_attrs[:, 2].any():
             raise ValueError("the document already carries entity annotations")
         is_space = token_attrs[:, 0].astype(bool)
