@@ -98,14 +98,14 @@ def main() -> None:
     question = ["How do I reset the pressure valve on line 3 of the bottling machine? " * 8]
     embedder = OnnxEmbedder()  # automatic threads, as the daemon runs it
 
-    def ner_default_blas(i: int) -> None:  # the same model, OpenBLAS left on all cores
+    def ner_default_blas(i: int) -> None:  # the same model, OpenBLAS (the decoder's products) on all cores
         text = guard_prompts[i % len(guard_prompts)]
         with ner._lock:
             ner._recognizer(ner._nlp.make_doc(text))
 
     variants: dict[str, Callable[[int], None] | None] = {
         "alone": None,
-        "guard NER, OpenBLAS default threads": ner_default_blas,
+        "guard NER, BLAS threads not limited": ner_default_blas,
         "guard NER, as shipped (1 BLAS thread)": lambda i: ner(guard_prompts[i % len(guard_prompts)]),
         "embedder, all cores (onnxruntime default)": lambda i: embedder.embed(question),
         "embedder, as shipped while generating (1 thread)": lambda i: embedder.embed(question, cores_busy=True),
