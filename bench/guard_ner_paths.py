@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from localllm.fallback.guard.detector import _SPACY_LABELS
     from localllm.fallback.guard.entity_decoder import GreedyEntityDecoder
-    from localllm.fallback.guard.entity_encoder import OnnxTokenEncoder
     from localllm.fallback.guard.entity_model import (
         _keep_labels,
         _load_pipeline,
         _numpy_decoding,
+        _onnx_encoder,
         _spacy_decoding,
     )
 
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "spacy":
             paths[name] = _spacy_decoding(recognizer)
         else:
-            model = recognizer.model
-            encoder = (OnnxTokenEncoder(model.get_ref("tok2vec"), model.get_ref("lower"))
-                       if "onnx" in name else None)
+            encoder = _onnx_encoder(nlp, recognizer) if "onnx" in name else None  # as the guard builds it
+            if "onnx" in name and encoder is None:
+                raise SystemExit("the onnx encoder could not be built (see the warning above)")
             paths[name] = _numpy_decoding(GreedyEntityDecoder(recognizer, encoder))
     tokenizer = nlp.make_doc
 

@@ -23,7 +23,8 @@ def _deliver(deliveries: list[_Delivery]) -> None:
 
 
 class EventRelay:
-    """``post`` from any thread; ``flush`` delivers everything posted so far, in order."""
+    """A request's ``emit`` (from ``emitter``) may be called from any thread; ``flush`` delivers
+    everything emitted so far, in order, with one wake-up per event loop."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

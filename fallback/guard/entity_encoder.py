@@ -69,25 +69,27 @@ class OnnxTokenEncoder:
             worst = float(np.abs(expected - got).max()) if expected.shape == got.shape else float("nan")
             raise ValueError(f"the onnx encoder does not reproduce thinc's layers (largest difference {worst})")
 
-    def _feeds(self, doc: Any) -> dict[str, np.ndarray]:
+    def _feeds(self, doc: Any) -> dict[str, np.ndarray]:  # per scan: ids, hashing, nothing else
         ids = doc.to_array(self._columns).astype(np.uint64)
         ops = self._tok2vec.ops
         return {f"keys{i}": (ops.hash(np.ascontiguousarray(ids[:, column]), seed) % rows).astype(np.int32)
                 for i, (column, seed, rows) in enumerate(self._hash_tables)}
 
     @staticmethod
-    def _build_graph(tok2vec: Any, lower: Any) -> tuple[list[str], list[tuple[int, int, int]], bytes]:
+    def _build_graph(tok2vec: Any, lower: Any) -> tuple[list[int], list[tuple[int, int, int]], bytes]:
         try:
             from onnx import TensorProto, helper, numpy_helper
         except ImportError as exc:
             raise ValueError(f"the onnx package is not installed ({exc})") from exc
+        from spacy.attrs import IDS
 
         tail = [layer.name for layer in tok2vec.layers[1:]]
         if tail != ["list2array", "linear"] or len(tok2vec.layers[0].layers) != 2:
             raise ValueError(f"unexpected token encoder layout: {tok2vec.name}")
         embed, encode = tok2vec.layers[0].layers
         embed_nodes = list(embed.walk())
-        columns = list(_only(embed_nodes, "extract_features").attrs["columns"])
+        # Attribute ids once here, so that no scan looks their names up.
+        columns = [IDS[c] if isinstance(c, str) else c for c in _only(embed_nodes, "extract_features").attrs["columns"]]
         hash_layers = [n for n in embed_nodes if n.name == "hashembed"]
         blocks = [n for n in encode.walk() if n.name.startswith("residual(") and ">>residual" not in n.name]
         pad = encode.attrs.get("pad", 0)

@@ -18,6 +18,7 @@ from localllm.fallback.guard.entity_model import (
     _keep_labels,
     _load_pipeline,
     _numpy_decoding,
+    _onnx_encoder,
     _spacy_decoding,
 )
 
@@ -46,7 +47,7 @@ def pipeline():
     return _load_pipeline()
 
 
-def _onnx_encoder(recognizer):
+def _unchecked_encoder(recognizer):
     return OnnxTokenEncoder(recognizer.model.get_ref("tok2vec"), recognizer.model.get_ref("lower"))
 
 
@@ -54,7 +55,10 @@ def _onnx_encoder(recognizer):
 def cut(request):
     own = _load_pipeline()
     recognizer = _keep_labels(own, own.get_pipe("ner"), KEPT)
-    encoder = _onnx_encoder(recognizer) if request.param == "onnx encoder" else None
+    encoder = None
+    if request.param == "onnx encoder":
+        encoder = _onnx_encoder(own, recognizer)  # as the guard builds it: checked against thinc
+        assert encoder is not None
     return _spacy_decoding(recognizer), _numpy_decoding(GreedyEntityDecoder(recognizer, encoder))
 
 
@@ -122,7 +126,7 @@ def test_refuses_a_document_with_preset_entities(pipeline):
 def test_onnx_encoder_gives_thincs_features(pipeline):
     recognizer = _load_pipeline().get_pipe("ner")
     tok2vec, lower = recognizer.model.get_ref("tok2vec"), recognizer.model.get_ref("lower")
-    encoder = _onnx_encoder(recognizer)
+    encoder = _unchecked_encoder(recognizer)
     texts = guard_quality.latency_prompts(guard_quality.load_records(), n=20) + AWKWARD
     for text in texts:
         doc = pipeline.make_doc(text)
@@ -144,7 +148,7 @@ def test_onnx_encoder_refuses_other_layouts_and_a_graph_that_does_not_match():
         OnnxTokenEncoder(parser.get_ref("tok2vec"), parser.get_ref("lower"))
 
     recognizer = nlp.get_pipe("ner")
-    encoder = _onnx_encoder(recognizer)
+    encoder = _unchecked_encoder(recognizer)
     encoder.check_against(nlp.make_doc)
     linear = recognizer.model.get_ref("tok2vec").layers[-1]
     linear.set_param("b", linear.get_param("b") + 0.5)  # the weights moved on after the graph was built
