@@ -72,6 +72,12 @@ class EngineSettings(_Section):
         "values) keep answers independent of what else is in the batch: llama.cpp's CPU attention then "
         "takes one path for any batch shape. f16 (both) lets long prompts use tiled attention, whose "
         "rounding depends on the batch, so greedy answers can vary under load."))
+    prompt_packing: Literal["auto", "all"] = Field("auto", description=(
+        "How the prompts of requests that arrive together share decode steps. auto: another "
+        "prompt joins a step only when the measured cost of a step says first tokens come out "
+        "sooner that way (on a CPU about one prompt per step, so the first request streams after "
+        "its own prompt rather than after everyone's; on a GPU many per step). all: every "
+        "waiting prompt that fits goes into the next step (llama.cpp server's way)."))
     queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting for the engine before 503 queue_full.")
     default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request does not set one.")
 

@@ -2,10 +2,12 @@
 
 The engine's context holds ``n_parallel`` sequences (slots). Each step builds
 one ``llama_batch``: first one token for every slot that is generating, then
-as much of the newcomers' prompts as the batch has room for (oldest first), so
-running streams never stall for more than one chunk of someone else's prompt.
-After ``llama_decode`` every slot whose logits came out samples its next token
-with its own sampler chain.
+newcomers' prompts, oldest first, so running streams never stall for more than
+one chunk of someone else's prompt. How many prompts share a step is
+``engine.prompt_packing``: "all" fills the batch; "auto" adds a further prompt
+only when the measured cost of a step (``StepCost``) says that gets first
+tokens out sooner on average. After ``llama_decode`` every slot whose logits
+came out samples its next token with its own sampler chain.
 
 Prefix reuse: a slot keeps its tokens' KV cells when its request ends. A new
 request takes the free slot whose cached tokens share the longest prefix with
@@ -37,6 +39,7 @@ from localllm.errors import LocalLLMError, ServiceUnavailable
 from .confidence import ConfidenceMeter
 from .engine import Finished, GenerationJob, LlamaEngine, TextDelta
 from .sampler_chain import SamplerChain
+from .step_cost import StepCost
 from .token_text import TokenText
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,9 @@ END_OF_STREAM = object()
 # Copying another sequence's KV stream costs a buffer copy of the whole stream;
 # below this many tokens saved, evaluating them again is as cheap.
 MIN_PREFIX_COPY = 16
+
+# Step sizes timed at load to seed the step-cost line (a warm-up decode runs first).
+_PROBE_SIZES = (1, 32)
 
 Emit = Callable[[object], None]
 
@@ -103,6 +109,34 @@ class BatchDecoder:
         self._admitted = 0
         # Prompt tokens taken from other sequences' cells rather than evaluated (for /health and tests).
         self.reused_tokens = 0
+        self.step_cost = StepCost()
+        self._pack_all_prompts = engine.settings.prompt_packing == "all"
+        if not self._pack_all_prompts:
+            self._probe_step_cost()
+
+    def _probe_step_cost(self) -> None:
+        """Warm the model up, then time a 1-token and a 32-token step in sequence 0 (emptied after),
+        so the first burst of requests is already scheduled by what a step costs here."""
+        sizes = [size for size in _PROBE_SIZES if size <= self.n_batch]
+        for timed, size in [(False, 1)] + [(True, size) for size in sizes]:  # the first decode pays set-up
+            elapsed = self._timed_decode([(i % self._n_vocab, i, 0, i == size - 1) for i in range(size)])
+            self._llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+            if elapsed is None:
+                log.warning("a timing decode at load failed; prompts are packed together until steps are timed")
+                return
+            if timed:
+                self.step_cost.observe(size, elapsed)
+
+    def _timed_decode(self, tokens: list[tuple[int, int, int, bool]]) -> float | None:
+        """Decode (token, position, seq_id, wants_logits) rows; seconds taken, or None if refused."""
+        for i, (token, position, seq_id, wants_logits) in enumerate(tokens):
+            self._put(i, token, position, seq_id, wants_logits)
+        self._batch.n_tokens = len(tokens)
+        started = time.perf_counter()
+        if self._llama_cpp.llama_decode(self._ctx, self._batch) != 0:
+            return None
+        self._llama_cpp.llama_synchronize(self._ctx)
+        return time.perf_counter() - started
 
     # -- admission ---------------------------------------------------------------
 
@@ -149,6 +183,7 @@ class BatchDecoder:
                 outputs.append((slot, n))
                 slot.feeding = 1
                 n += 1
+        decoding, first_tokens = n, 0
         feeding = sorted((s for s in self.slots if s.request is not None and s.request.pending is None),
                          key=lambda s: s.request.order)
         for slot in feeding:
@@ -157,6 +192,8 @@ class BatchDecoder:
             self._reuse_prefix(slot)
             remaining = slot.request.prompt[len(slot.cached):]
             chunk = remaining[:self.n_batch - n]
+            if not (self._pack_all_prompts or self.step_cost.worth_adding(len(chunk), first_tokens, decoding)):
+                break  # first come, first served: nobody younger overtakes
             start = len(slot.cached)
             for offset, token in enumerate(chunk):
                 self._put(n + offset, token, start + offset, slot.seq_id, False)
@@ -165,13 +202,17 @@ class BatchDecoder:
             if len(chunk) == len(remaining):
                 batch.logits[n - 1] = 1
                 outputs.append((slot, n - 1))
+                first_tokens += 1
         if n == 0:
             return
         batch.n_tokens = n
+        started = time.perf_counter()
         status = self._llama_cpp.llama_decode(self._ctx, batch)
         if status != 0:
             self._decode_failed(status)
             return
+        self._llama_cpp.llama_synchronize(self._ctx)  # a GPU backend returns before it is done
+        self.step_cost.observe(n, time.perf_counter() - started)
         for slot in self.slots:
             if slot.feeding:
                 request = slot.request

@@ -57,11 +57,12 @@ async def answer(scheduler, job: GenerationJob, log: list | None = None, name: s
     return "".join(parts), finished
 
 
-async def test_greedy_answers_under_batching_equal_each_request_alone(start_scheduler):
+@pytest.mark.parametrize("prompt_packing", ["auto", "all"])
+async def test_greedy_answers_under_batching_equal_each_request_alone(start_scheduler, prompt_packing):
     alone_scheduler = await start_scheduler(n_parallel=1)
     alone = [await answer(alone_scheduler, await job_for(alone_scheduler, q)) for q in QUESTIONS]
     # 8 requests on 4 slots: batched decode, newcomers joining as others finish, reused prefixes.
-    batched_scheduler = await start_scheduler(n_parallel=4)
+    batched_scheduler = await start_scheduler(n_parallel=4, prompt_packing=prompt_packing)
     jobs = [await job_for(batched_scheduler, q) for q in QUESTIONS]
     together = await asyncio.gather(*(answer(batched_scheduler, job) for job in jobs))
     for question, (text_alone, end_alone), (text_batched, end_batched) in zip(QUESTIONS, alone, together,
@@ -127,6 +128,15 @@ async def test_a_long_prompt_is_fed_in_chunks_while_running_streams_keep_flowing
     # The newcomer's 200+ prompt tokens took at least 6 steps of 31; each step also carried
     # the running stream's next token.
     assert before_newcomer_answered.count("running") >= 6
+
+
+async def test_on_this_cpu_the_first_of_a_burst_streams_before_the_last_prompt_is_read(start_scheduler):
+    scheduler = await start_scheduler(n_parallel=4)
+    order: list[str] = []
+    jobs = [await job_for(scheduler, q, max_tokens=12) for q in QUESTIONS[:4]]
+    await asyncio.gather(*(answer(scheduler, job, order, str(i)) for i, job in enumerate(jobs)))
+    # one prompt per step: request 0 has streamed a token in each of the steps that read 1, 2 and 3
+    assert order.index("3") >= 3 and order[:order.index("3")].count("0") >= 3
 
 
 async def test_waiting_requests_start_first_come_first_served(start_scheduler):
