@@ -110,6 +110,8 @@ class BatchDecoder:
         # Prompt tokens taken from other sequences' cells rather than evaluated (for /health and tests).
         self.reused_tokens = 0
         self.step_cost = StepCost()
+        # On a GPU llama_decode returns before the work is done: wait for it so steps are timed right.
+        self._wait_for_decode = engine.settings.gpu_layers != 0
         self._pack_all_prompts = engine.settings.prompt_packing == "all"
         if not self._pack_all_prompts:
             self._probe_step_cost()
@@ -135,7 +137,8 @@ class BatchDecoder:
         started = time.perf_counter()
         if self._llama_cpp.llama_decode(self._ctx, self._batch) != 0:
             return None
-        self._llama_cpp.llama_synchronize(self._ctx)
+        if self._wait_for_decode:
+            self._llama_cpp.llama_synchronize(self._ctx)
         return time.perf_counter() - started
 
     # -- admission ---------------------------------------------------------------
@@ -211,7 +214,8 @@ class BatchDecoder:
         if status != 0:
             self._decode_failed(status)
             return
-        self._llama_cpp.llama_synchronize(self._ctx)  # a GPU backend returns before it is done
+        if self._wait_for_decode:
+            self._llama_cpp.llama_synchronize(self._ctx)
         self.step_cost.observe(n, time.perf_counter() - started)
         for slot in self.slots:
             if slot.feeding:

@@ -86,6 +86,7 @@ class LlamaEngine:
         self.context = None  # llama_cpp._internals.LlamaContext
         self._chat_formatter = None
         self._pieces: dict[int, bytes] = {}
+        self._ends_generation: dict[int, bool] = {}
         self._pieces_lock = threading.Lock()
 
     def load(self) -> None:
@@ -194,9 +195,12 @@ class LlamaEngine:
         return piece
 
     def ends_generation(self, token: int) -> bool:
-        import llama_cpp
+        ends = self._ends_generation.get(token)
+        if ends is None:  # asked once per token id: a ctypes call gives up the GIL on every token
+            import llama_cpp
 
-        return bool(llama_cpp.llama_vocab_is_eog(self.model.vocab, token))
+            ends = self._ends_generation[token] = bool(llama_cpp.llama_vocab_is_eog(self.model.vocab, token))
+        return ends
 
     def check_sampling(self, sampling: Sampling) -> None:
         n_vocab = self.n_vocab

@@ -122,3 +122,7 @@ def test_batching_settings_are_checked_together():
         load_settings(environ={})
     with pytest.raises(ConfigError, match="engine.kv_cache_type"):
         load_settings(environ={"LOCALLLM_ENGINE_KV_CACHE_TYPE": "q4_0"})
+    assert load_settings(environ={}).settings.engine.prompt_packing == "auto"
+    assert load_settings(environ={"LOCALLLM_ENGINE_PROMPT_PACKING": "all"}).settings.engine.prompt_packing == "all"
+    with pytest.raises(ConfigError, match="engine.prompt_packing"):
+        load_settings(environ={"LOCALLLM_ENGINE_PROMPT_PACKING": "sometimes"})
