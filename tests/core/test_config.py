@@ -117,12 +117,12 @@ def test_batching_settings_are_checked_together():
     loaded = load_settings(environ={"LOCALLLM_ENGINE_N_PARALLEL": "8", "LOCALLLM_ENGINE_KV_CACHE_TYPE": "f16"})
     assert loaded.settings.engine.n_parallel == 8 and loaded.settings.engine.kv_cache_type == "f16"
     assert load_settings(environ={}).settings.engine.kv_cache_type == "q8_0"
+    assert load_settings(environ={}).settings.engine.prompt_packing == "auto"
+    assert load_settings(environ={"LOCALLLM_ENGINE_PROMPT_PACKING": "all"}).settings.engine.prompt_packing == "all"
+    with pytest.raises(ConfigError, match="engine.prompt_packing"):
+        load_settings(environ={"LOCALLLM_ENGINE_PROMPT_PACKING": "sometimes"})
     write_config("[engine]\nn_parallel = 16\nn_batch = 8\n")
     with pytest.raises(ConfigError, match=r"n_batch \(8\) must be at least engine.n_parallel \(16\)"):
         load_settings(environ={})
     with pytest.raises(ConfigError, match="engine.kv_cache_type"):
         load_settings(environ={"LOCALLLM_ENGINE_KV_CACHE_TYPE": "q4_0"})
-    assert load_settings(environ={}).settings.engine.prompt_packing == "auto"
-    assert load_settings(environ={"LOCALLLM_ENGINE_PROMPT_PACKING": "all"}).settings.engine.prompt_packing == "all"
-    with pytest.raises(ConfigError, match="engine.prompt_packing"):
-        load_settings(environ={"LOCALLLM_ENGINE_PROMPT_PACKING": "sometimes"})
