@@ -240,11 +240,32 @@ def end_of_generation_bias(model_path: Path) -> tuple[dict[str, float], Callable
             lambda text: vocab_model.tokenize(text.encode(), add_bos=False, special=False))
 
 
-def ratio_line(label: str, value: float, target: float | None, higher_is_better: bool = True) -> tuple[str, dict]:
+def ratio_line(label: str, value: float, target: float | None, higher_is_better: bool = True,
+               per_repeat: list[float] | None = None) -> tuple[str, dict]:
     met = None if target is None else (value >= target if higher_is_better else value <= target)
     mark = "" if met is None else (f" (target {'>=' if higher_is_better else '<='} {target:g}x: "
                                    f"{'met' if met else 'MISSED'})")
-    return f"  {label:<52} {value:6.3f}x{mark}", {"label": label, "ratio": value, "target": target, "met": met}
+    row = {"label": label, "ratio": value, "target": target, "met": met}
+    spread = ""
+    if per_repeat and len(per_repeat) >= 2:
+        # Servers take turns within a repeat, so each repeat gives one paired ratio; their spread
+        # says whether the pooled ratio is apart from 1.0x or inside this machine's noise.
+        low, high = ratio_interval(per_repeat)
+        spread = f" [repeats {min(per_repeat):.2f}-{max(per_repeat):.2f}, 95% CI {low:.3f}-{high:.3f}]"
+        row.update(per_repeat=per_repeat, ci95=[low, high])
+    return f"  {label:<52} {value:6.3f}x{mark}{spread}", row
+
+
+# Student's t, two-sided 95%, by degrees of freedom (1-9); beyond that the normal 1.96 is close enough.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
+
+
+def ratio_interval(ratios: list[float]) -> tuple[float, float]:
+    """95% confidence interval of the mean of per-repeat ratios."""
+    mean = statistics.mean(ratios)
+    half = (_T95[len(ratios) - 2] if len(ratios) - 2 < len(_T95) else 1.96) * statistics.stdev(ratios) \
+        / math.sqrt(len(ratios))
+    return mean - half, mean + half
 
 
 def report(rounds: dict, prefix: dict, ceiling: dict | None, order: list[str]) -> list[dict]:
@@ -271,8 +292,10 @@ def report(rounds: dict, prefix: dict, ceiling: dict | None, order: list[str]) -
         for c, key, target, higher in checks:
             if c in local and c in rounds.get(baseline, {}):
                 what = "tokens/s" if key == "aggregate_tps" else "first-token p50"
+                per_repeat = [mine[key] / theirs[key] for mine, theirs in
+                              zip(local[c].get("repeats", []), rounds[baseline][c].get("repeats", []))]
                 line, row = ratio_line(f"{what} at C={c} vs {baseline}", local[c][key] / rounds[baseline][c][key],
-                                       target, higher)
+                                       target, higher, per_repeat)
                 print(line)
                 ratios.append({**row, "baseline": baseline, "concurrency": c, "metric": key})
     if ceiling and 1 in local:
@@ -391,11 +414,13 @@ def main() -> None:
                             server, c, args.requests_per_client, args.tokens, logit_bias, f"c{c}r{rep}"))
                         if refused:
                             bias_refused[server.name] = refused
-                        pool = pooled[server.name].setdefault(c, {"results": [], "wall_s": 0.0, "foreign": []})
+                        pool = pooled[server.name].setdefault(c, {"results": [], "wall_s": 0.0, "foreign": [],
+                                                                  "repeats": []})
                         pool["results"] += results
                         pool["wall_s"] += wall
                         pool["foreign"].append(foreign.stop() or 0.0)
                         s = summarize(results, wall, args.tokens)
+                        pool["repeats"].append(s)
                         print(f"  {s['aggregate_tps']:.1f} tok/s, TTFT p50 {s['ttft_p50_s'] * 1000:.0f} ms, "
                               f"{s['tokens_per_answer']:.0f} tokens/answer, other processes "
                               f"{pool['foreign'][-1]:.2f} cores", file=sys.stderr)
@@ -425,7 +450,8 @@ def main() -> None:
         ceiling = llama_bench_twice(ceiling, binaries.bench, model_path, args.threads, args.tokens)
     # all repeats of a (server, concurrency) pooled: tokens over summed wall time, percentiles over all requests
     rounds = {name: {c: {**summarize(pool["results"], pool["wall_s"], args.tokens),
-                         "foreign_cores": max(pool["foreign"])} for c, pool in by_c.items()}
+                         "foreign_cores": max(pool["foreign"]), "repeats": pool["repeats"]}
+                     for c, pool in by_c.items()}
               for name, by_c in pooled.items()}
     raw = {name: {c: [asdict(r) for r in pool["results"]] for c, pool in by_c.items()}
            for name, by_c in pooled.items()}
