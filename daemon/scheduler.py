@@ -21,6 +21,7 @@ from localllm.errors import LocalLLMError, ModelLoading, QueueFull, ServiceUnava
 from .batch_decoder import END_OF_STREAM, BatchDecoder
 from .engine import Finished, GenerationJob, LlamaEngine, TextDelta
 from .event_relay import EventRelay
+from .step_cost import StepCost
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class BatchScheduler:
     def reused_prompt_tokens(self) -> int:
         """Prompt tokens taken from cached prefixes instead of evaluated, since start."""
         return self._decoder.reused_tokens if self._decoder is not None else 0
+
+    @property
+    def step_cost(self) -> StepCost | None:
+        """What a decode step costs here, as the batch decoder measures it (None before load)."""
+        return self._decoder.step_cost if self._decoder is not None else None
 
     @property
     def waiting(self) -> int:
