@@ -256,8 +256,10 @@ def ratio_line(label: str, value: float, target: float | None, higher_is_better:
     return f"  {label:<52} {value:6.3f}x{mark}{spread}", row
 
 
-# Student's t, two-sided 95%, by degrees of freedom (1-9); beyond that the normal 1.96 is close enough.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
+# Student's t, two-sided 95%, by degrees of freedom (1-30); beyond that the normal 1.96 is close enough.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
 
 
 def ratio_interval(ratios: list[float]) -> tuple[float, float]:
@@ -292,8 +294,9 @@ def report(rounds: dict, prefix: dict, ceiling: dict | None, order: list[str]) -
         for c, key, target, higher in checks:
             if c in local and c in rounds.get(baseline, {}):
                 what = "tokens/s" if key == "aggregate_tps" else "first-token p50"
-                per_repeat = [mine[key] / theirs[key] for mine, theirs in
-                              zip(local[c].get("repeats", []), rounds[baseline][c].get("repeats", []))]
+                mine, theirs = local[c].get("repeats", []), rounds[baseline][c].get("repeats", [])
+                per_repeat = ([a[key] / b[key] for a, b in zip(mine, theirs, strict=True)]
+                              if len(mine) == len(theirs) else None)
                 line, row = ratio_line(f"{what} at C={c} vs {baseline}", local[c][key] / rounds[baseline][c][key],
                                        target, higher, per_repeat)
                 print(line)

@@ -28,6 +28,7 @@ Everything here runs on the scheduler's worker thread.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,8 +52,9 @@ END_OF_STREAM = object()
 # below this many tokens saved, evaluating them again is as cheap.
 MIN_PREFIX_COPY = 16
 
-# Step sizes timed at load to seed the step-cost line (a warm-up decode runs first).
-_PROBE_SIZES = (1, 32)
+# Timed at load to seed the step-cost line: 1 token and this many (or n_batch), fastest of a few tries.
+_PROBE_TOKENS = 32
+_PROBE_TRIES = 3
 
 Emit = Callable[[object], None]
 
@@ -110,8 +112,10 @@ class BatchDecoder:
         # Prompt tokens taken from other sequences' cells rather than evaluated (for /health and tests).
         self.reused_tokens = 0
         self.step_cost = StepCost()
-        # On a GPU llama_decode returns before the work is done: wait for it so steps are timed right.
-        self._wait_for_decode = engine.settings.gpu_layers != 0
+        # With a GPU backend llama_decode may return before the work is done (even with no layers
+        # offloaded, large matmuls can go to the GPU): wait for it so steps are timed right.
+        self._wait_for_decode = bool(llama_cpp.llama_supports_gpu_offload())
+        self._copied_streams = False  # a KV stream copy is pending in this step (its cost is not tokens')
         self._pack_all_prompts = engine.settings.prompt_packing == "all"
         if not self._pack_all_prompts:
             self._probe_step_cost()
@@ -119,15 +123,20 @@ class BatchDecoder:
     def _probe_step_cost(self) -> None:
         """Warm the model up, then time a 1-token and a 32-token step in sequence 0 (emptied after),
         so the first burst of requests is already scheduled by what a step costs here."""
-        sizes = [size for size in _PROBE_SIZES if size <= self.n_batch]
-        for timed, size in [(False, 1)] + [(True, size) for size in sizes]:  # the first decode pays set-up
-            elapsed = self._timed_decode([(i % self._n_vocab, i, 0, i == size - 1) for i in range(size)])
-            self._llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
-            if elapsed is None:
-                log.warning("a timing decode at load failed; prompts are packed together until steps are timed")
-                return
-            if timed:
-                self.step_cost.observe(size, elapsed)
+        sizes = sorted({1, min(_PROBE_TOKENS, self.n_batch)})
+        self._timed_decode([(0, 0, 0, True)])  # the first decode pays one-time set-up: not timed
+        self._llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        for size in sizes:
+            fastest = math.inf  # the least disturbed of a few tries: one preempted timing must not decide
+            for _ in range(_PROBE_TRIES):
+                elapsed = self._timed_decode([(i % self._n_vocab, i, 0, i == size - 1) for i in range(size)])
+                self._llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+                if elapsed is None:
+                    log.warning("a timing decode at load failed; prompts are packed together until steps "
+                                "are timed")
+                    return
+                fastest = min(fastest, elapsed)
+            self.step_cost.observe(size, fastest)
 
     def _timed_decode(self, tokens: list[tuple[int, int, int, bool]]) -> float | None:
         """Decode (token, position, seq_id, wants_logits) rows; seconds taken, or None if refused."""
@@ -189,13 +198,14 @@ class BatchDecoder:
         decoding, first_tokens = n, 0
         feeding = sorted((s for s in self.slots if s.request is not None and s.request.pending is None),
                          key=lambda s: s.request.order)
-        for slot in feeding:
+        for index, slot in enumerate(feeding):
             if n >= self.n_batch:
                 break
             self._reuse_prefix(slot)
             remaining = slot.request.prompt[len(slot.cached):]
             chunk = remaining[:self.n_batch - n]
-            if not (self._pack_all_prompts or self.step_cost.worth_adding(len(chunk), first_tokens, decoding)):
+            if not (self._pack_all_prompts or self.step_cost.worth_adding(
+                    len(chunk), first_tokens, decoding, waiting=len(feeding) - index)):
                 break  # first come, first served: nobody younger overtakes
             start = len(slot.cached)
             for offset, token in enumerate(chunk):
@@ -216,7 +226,9 @@ class BatchDecoder:
             return
         if self._wait_for_decode:
             self._llama_cpp.llama_synchronize(self._ctx)
-        self.step_cost.observe(n, time.perf_counter() - started)
+        if not self._copied_streams:
+            self.step_cost.observe(n, time.perf_counter() - started)
+        self._copied_streams = False
         for slot in self.slots:
             if slot.feeding:
                 request = slot.request
@@ -255,6 +267,7 @@ class BatchDecoder:
         # Across streams llama.cpp copies whole sequences only (done at the next decode).
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
+        self._copied_streams = True
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, best, -1)
         self.reused_tokens += best - len(slot.cached)
         slot.cached = prompt[:best]

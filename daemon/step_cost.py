@@ -13,15 +13,16 @@ Which gets first tokens out sooner depends on the hardware:
 
 ``StepCost`` keeps a line ``seconds = fixed + per_token x tokens`` fitted to the
 decode steps it has seen, so the scheduler can ask, for each further prompt,
-whether adding it to this step is worth the delay it puts on the first tokens
-already in it. Observations are kept per size class (1, 2-3, 4-7, ... tokens),
-each an exponentially weighted mean, so a long run of same-sized decode steps
-cannot wash out what prompt-sized steps cost.
+whether adding it to this step lowers the mean wait for first tokens.
+Observations are kept per size class (1, 2-3, 4-7, ... tokens), each an
+exponentially weighted mean, so a long run of same-sized decode steps cannot
+wash out what prompt-sized steps cost.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 # Weight of a new observation in its size class's running mean.
 _SMOOTHING = 0.2
@@ -29,13 +30,31 @@ _SMOOTHING = 0.2
 _MIN_SPREAD = 4.0
 
 
+class CostLine(NamedTuple):
+    fixed_s: float
+    per_token_s: float
+
+
 class StepCost:
+    """Written by the engine thread only; ``line`` is replaced whole, so readers elsewhere see a
+    consistent pair."""
+
     def __init__(self) -> None:
         # size class (floor(log2 tokens)) -> [mean tokens, mean seconds]
         self._classes: dict[int, list[float]] = {}
-        self.fixed_s = 0.0
-        self.per_token_s = 0.0
-        self.known = False
+        self.line: CostLine | None = None  # None until steps of different sizes were timed
+
+    @property
+    def known(self) -> bool:
+        return self.line is not None
+
+    @property
+    def fixed_s(self) -> float:
+        return self.line.fixed_s if self.line else 0.0
+
+    @property
+    def per_token_s(self) -> float:
+        return self.line.per_token_s if self.line else 0.0
 
     def observe(self, tokens: int, seconds: float) -> None:
         """Record one decode step of ``tokens`` tokens that took ``seconds``."""
@@ -59,21 +78,22 @@ class StepCost:
         spread = sum((n - mean_n) ** 2 for n, _ in points)
         if spread < _MIN_SPREAD:
             return
-        slope = sum((n - mean_n) * (t - mean_t) for n, t in points) / spread
-        self.per_token_s = max(slope, 0.0)
-        self.fixed_s = max(mean_t - self.per_token_s * mean_n, 0.0)
-        self.known = True
+        slope = max(sum((n - mean_n) * (t - mean_t) for n, t in points) / spread, 0.0)
+        self.line = CostLine(max(mean_t - slope * mean_n, 0.0), slope)
 
-    def worth_adding(self, prompt_tokens: int, first_tokens_in_step: int, decoding: int) -> bool:
+    def worth_adding(self, prompt_tokens: int, first_tokens_in_step: int, decoding: int, waiting: int = 1) -> bool:
         """Should a prompt of ``prompt_tokens`` that would finish in this step join it?
 
-        Joining delays the ``first_tokens_in_step`` prompts already finishing in this
-        step by the prompt's own time; waiting makes the prompt itself pay one more
-        step (the fixed cost plus the tokens of everyone decoding in it). Until the
-        cost is known, prompts are packed together (the batch-everything default).
+        Joining delays the ``first_tokens_in_step`` prompts already finishing in this step
+        by the prompt's own time. Waiting costs one more step (its fixed part plus a token
+        for everyone then decoding) to this prompt and to every prompt queued behind it
+        (``waiting`` counts this one and those). The lower total wait for first tokens
+        wins. Until the cost is known, prompts are packed together (the batch-everything
+        default).
         """
-        if first_tokens_in_step == 0 or not self.known:
+        line = self.line
+        if first_tokens_in_step == 0 or line is None:
             return True
-        delay_to_others = first_tokens_in_step * self.per_token_s * prompt_tokens
-        own_extra_wait = self.fixed_s + self.per_token_s * (decoding + first_tokens_in_step)
-        return delay_to_others <= own_extra_wait
+        delay_to_others = first_tokens_in_step * line.per_token_s * prompt_tokens
+        extra_step = line.fixed_s + line.per_token_s * (decoding + first_tokens_in_step)
+        return delay_to_others <= waiting * extra_step

@@ -135,8 +135,10 @@ async def test_on_this_cpu_the_first_of_a_burst_streams_before_the_last_prompt_i
     order: list[str] = []
     jobs = [await job_for(scheduler, q, max_tokens=12) for q in QUESTIONS[:4]]
     await asyncio.gather(*(answer(scheduler, job, order, str(i)) for i, job in enumerate(jobs)))
-    # one prompt per step: request 0 has streamed a token in each of the steps that read 1, 2 and 3
-    assert order.index("3") >= 3 and order[:order.index("3")].count("0") >= 3
+    # Timed on this machine: a step's cost grows with its tokens, so the four prompts are not read in
+    # one step (which would put the four first tokens first, in order) and request 0 streams meanwhile.
+    # The exact split per step is tested with fixed costs in test_prompt_packing.py.
+    assert order[0] == "0" and order.index("3") > 3 and order[:order.index("3")].count("0") >= 2
 
 
 async def test_waiting_requests_start_first_come_first_served(start_scheduler):

@@ -18,7 +18,7 @@ def fitted(points: list[tuple[int, float]]) -> StepCost:
 
 def test_the_line_through_the_observed_steps_is_recovered():
     cost = fitted([(n, 0.010 + 0.006 * n) for n in (1, 2, 5, 8, 33, 200)])
-    assert cost.known
+    assert cost.known and isinstance(cost.line, tuple)  # replaced whole: readers never see half a fit
     assert cost.fixed_s == pytest.approx(0.010, rel=1e-6)
     assert cost.per_token_s == pytest.approx(0.006, rel=1e-6)
 
@@ -37,6 +37,14 @@ def test_a_cpu_serves_a_burst_one_prompt_per_step():
     assert not cpu.worth_adding(40, first_tokens_in_step=1, decoding=7)
     # a one-token prompt costs the others less than a step of its own would cost it
     assert cpu.worth_adding(1, first_tokens_in_step=1, decoding=7)
+
+
+def test_prompts_queued_behind_count_short_ones_are_packed_long_ones_are_not():
+    cpu = fitted([(1, 0.016), (32, 0.230)])
+    # 31 two-token prompts waiting behind: one step each would make all of them wait far longer
+    assert cpu.worth_adding(2, first_tokens_in_step=1, decoding=0, waiting=31)
+    # seven 40-token prompts: the first of them is better off alone, even counting those behind
+    assert not cpu.worth_adding(40, first_tokens_in_step=1, decoding=0, waiting=7)
 
 
 def test_a_gpu_packs_a_burst_into_one_step():
