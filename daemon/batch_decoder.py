@@ -221,14 +221,14 @@ class BatchDecoder:
         batch.n_tokens = n
         started = time.perf_counter()
         status = self._llama_cpp.llama_decode(self._ctx, batch)
+        copied_streams, self._copied_streams = self._copied_streams, False
         if status != 0:
             self._decode_failed(status)
             return
         if self._wait_for_decode:
             self._llama_cpp.llama_synchronize(self._ctx)
-        if not self._copied_streams:
+        if not copied_streams:
             self.step_cost.observe(n, time.perf_counter() - started)
-        self._copied_streams = False
         for slot in self.slots:
             if slot.feeding:
                 request = slot.request
