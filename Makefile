@@ -16,14 +16,20 @@ $(BIN)/python:
 
 # llama-cpp-python compiles llama.cpp here the first time (about 9 minutes on 2 cores);
 # pip caches the built wheel, so later installs take seconds.
-# PyTorch (for the optional sentence-transformers embedder, which the tests cover) is
-# pinned to its CPU build first, so nothing later pulls the multi-GB CUDA one.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e '.[torch,test]'
+# `make run` installs what the daemon's default path needs and nothing more (no PyTorch,
+# no test tools). `make test` adds the test tools and the optional PyTorch embedder
+# (which the tests cover), PyTorch pinned to its CPU build first so that nothing
+# later pulls the multi-GB CUDA one.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(TORCH_SPEC)
+	$(BIN)/python -m pip install -e '.[torch,test]'
+	touch $@ $(VENV)/.installed-run
+
+install: $(VENV)/.installed-run
 
 run: install
 	$(BIN)/localllm pull smollm2-135m-instruct
@@ -32,10 +38,10 @@ run: install
 serve: install
 	$(BIN)/localllm serve
 
-test: install
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_daemon_overhead.py
 
 clean:

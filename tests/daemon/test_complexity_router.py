@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 import threading
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from localllm.daemon.router.complexity_router import (
 )
 from localllm.daemon.router.features import FEATURE_NAMES, prompt_features
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "router"
-WEAK, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "router" / "routellm_sample.csv"
 
 PROMPTS = [
     "What is the capital of France?",
@@ -183,22 +181,17 @@ def test_apgr_oracle_approaches_one_and_beats_random():
         apgr([0.1, 0.2], [1, 0], [1, 0])  # both models equal: no gap to recover
 
 
-def _dev_sample(per_dataset: int) -> list[tuple[str, str, bool, bool]]:
-    rows = []
-    for path in sorted((DATA / "mmlu").glob("mmlu_*.csv")):
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows += [("mmlu", r["prompt"], r[WEAK] == "True", r[STRONG] == "True") for r in csv.DictReader(handle)]
-    with (DATA / "gsm8k_responses.csv").open(newline="", encoding="utf-8") as handle:
-        gsm = [("gsm8k", r["prompt"], r[WEAK] == "True", r[STRONG] == "True") for r in csv.DictReader(handle)]
-    picker = random.Random(7)
-    return picker.sample(rows, per_dataset) + picker.sample(gsm, per_dataset)
+def _dev_sample() -> list[tuple[str, str, bool, bool]]:
+    """150 MMLU and 150 GSM8K rows carved from RouteLLM's labels (tests/data/router, Apache-2.0)."""
+    with SAMPLE.open(newline="", encoding="utf-8") as handle:
+        return [(r["dataset"], r["prompt"], r["weak_correct"] == "True", r["strong_correct"] == "True")
+                for r in csv.DictReader(handle)]
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="the shared dev data is not beside the repository")
 def test_shipped_model_beats_length_only_in_sample(router, embedder):
     """In-sample (the shipped model saw these prompts): a sanity check that the asset is the trained model,
     not a quality claim. The held-out figures are the out-of-fold ones in the metadata."""
-    sample = sorted(_dev_sample(120), key=lambda row: len(row[1]))  # similar lengths per batch: less padding
+    sample = sorted(_dev_sample(), key=lambda row: len(row[1]))  # similar lengths per batch: less padding
     texts = [text for _, text, _, _ in sample]
     vectors = np.concatenate([embedder.embed(texts[i:i + 32]) for i in range(0, len(texts), 32)])
     features = np.stack([prompt_features(text) for _, text, _, _ in sample])

@@ -22,7 +22,7 @@ from localllm.fallback.guard.entity_model import (
     _spacy_decoding,
 )
 
-from .guard_bench import guard_quality
+from .guard_bench import guard_quality, sample_records
 
 KEPT = frozenset({"PERSON", "GPE", "LOC", "FAC", "ORG"})
 
@@ -72,7 +72,7 @@ def _differences(pipeline, reference, decoder, texts):
 
 
 def test_same_entities_as_spacy_on_long_prompts_and_awkward_texts(pipeline, cut):
-    prompts = guard_quality.latency_prompts(guard_quality.load_records(), n=200)
+    prompts = guard_quality.latency_prompts(sample_records(), n=200)
     texts = prompts + AWKWARD
     assert sum(len(cut[0](pipeline.make_doc(t))) for t in texts) > 500  # entities were found to compare
     assert _differences(pipeline, *cut, texts) == []
@@ -87,7 +87,7 @@ def test_entities_end_at_the_last_character_of_their_last_token(pipeline, cut):
 
 def test_same_entities_as_spacy_with_all_eighteen_labels(pipeline):
     recognizer = _load_pipeline().get_pipe("ner")
-    texts = [r.text for r in guard_quality.load_records()][::7] + AWKWARD
+    texts = [r.text for r in sample_records()][::7] + AWKWARD
     reference, decoder = _spacy_decoding(recognizer), _numpy_decoding(GreedyEntityDecoder(recognizer))
     assert {e.label for t in texts for e in reference(pipeline.make_doc(t))} - KEPT  # dates, money, ...
     assert _differences(pipeline, reference, decoder, texts) == []
@@ -100,7 +100,7 @@ def test_unseen_classes_are_masked_as_spacy_masks_them(pipeline):
     names = [moves.get_class_name(i) for i in range(moves.n_moves)]
     recognizer.model.attrs["unseen_classes"] = {i for i, name in enumerate(names) if name.endswith("-ORG")}
     reference, decoder = _spacy_decoding(recognizer), _numpy_decoding(GreedyEntityDecoder(recognizer))
-    texts = [r.text for r in guard_quality.load_records()][:300] + AWKWARD
+    texts = [r.text for r in sample_records()][:300] + AWKWARD
     assert not any(e.label == "ORG" for t in texts for e in decoder(pipeline.make_doc(t)))
     assert _differences(pipeline, reference, decoder, texts) == []
 
@@ -127,7 +127,7 @@ def test_onnx_encoder_gives_thincs_features(pipeline):
     recognizer = _load_pipeline().get_pipe("ner")
     tok2vec, lower = recognizer.model.get_ref("tok2vec"), recognizer.model.get_ref("lower")
     encoder = _unchecked_encoder(recognizer)
-    texts = guard_quality.latency_prompts(guard_quality.load_records(), n=20) + AWKWARD
+    texts = guard_quality.latency_prompts(sample_records(), n=20) + AWKWARD
     for text in texts:
         doc = pipeline.make_doc(text)
         got = encoder(doc)

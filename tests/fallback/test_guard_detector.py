@@ -18,7 +18,7 @@ from localllm.errors import ConfigError
 from localllm.fallback.guard.detector import SensitiveDataDetector, resolve_overlaps
 from localllm.fallback.guard.entities import ENTITY_CLASS_OF_TYPE, Span
 
-from .guard_bench import guard_quality
+from .guard_bench import guard_quality, sample_records
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_ner_off_still_finds_rule_based_types(rules_only):
 
 
 def test_spans_are_sorted_and_never_overlap(detector):
-    records = guard_quality.load_records()[:200]
+    records = sample_records()[:200]
     texts = [r.text for r in records] + [r.text for r in guard_quality.secret_records(per_shape=1)]
     for text in texts:
         spans = detector.scan(text)
@@ -184,7 +184,7 @@ def test_overlaps_keep_the_more_specific_type():
 
 
 def test_scan_is_thread_safe(detector):
-    texts = [r.text for r in guard_quality.load_records()[:30]]
+    texts = [r.text for r in sample_records()[:30]]
     expected = [detector.scan(t) for t in texts]
     results: dict[int, list[list[Span]]] = {}
 
@@ -203,17 +203,9 @@ def test_empty_text(detector):
     assert detector.scan("") == []
 
 
-def test_quality_floors_on_a_slice_of_the_dev_data(detector):
-    """Floors a little under today's figures (see BENCHMARKS.md): a regression breaks them, noise does not."""
-    records = guard_quality.load_records()
-    sample = random.Random(0).sample(records, 400)
-    tally = guard_quality.score(sample, detector.scan)
-    for entity_type in ("CREDIT_CARD", "IBAN_CODE", "US_SSN", "EMAIL_ADDRESS", "PHONE_NUMBER"):
-        if tally.hit[entity_type] + tally.miss[entity_type] >= 3:
-            assert tally.recall(entity_type) >= 0.9, entity_type
-    assert tally.recall("person", by_class=True) >= 0.8
-    assert tally.precision() >= 0.8
-    assert tally.request_recall >= 0.88 and tally.request_precision >= 0.9
-
+def test_quality_floors_on_the_shipped_sample(detector):
+    """The benchmark's floors (a little under today's figures, see BENCHMARKS.md), on the 400 shipped records:
+    a regression breaks them, noise does not. bench/guard_quality.py --check holds them on the whole dev file."""
+    tally = guard_quality.score(sample_records(), detector.scan)
     secrets = guard_quality.score(guard_quality.secret_records(per_shape=2), detector.scan)
-    assert secrets.recall("SECRET") >= 0.95
+    assert guard_quality.below_floors(tally, secrets) == []
