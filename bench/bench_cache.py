@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_daemon_overhead import free_port, wait_healthy  # noqa: E402
 
 from localllm.config import DEFAULT_MODEL, CacheSettings, load_settings  # noqa: E402
-from localllm.daemon.server import resolve_model_file  # noqa: E402
+from localllm.daemon.http.server import resolve_model_file
 from localllm.store.cache_keys import pack_vector  # noqa: E402
 from localllm.store.cache_verifier import DuplicateVerifier  # noqa: E402
 from localllm.store.database import open_database  # noqa: E402

@@ -35,7 +35,7 @@ from pathlib import Path
 import aiohttp
 
 from localllm.config import DEFAULT_MODEL, load_settings
-from localllm.daemon.server import resolve_model_file
+from localllm.daemon.http.server import resolve_model_file
 
 PROMPT = "Request {i}. Write a long, detailed story about a robot who learns to paint. Use many sentences."
 

@@ -22,11 +22,12 @@ import statistics
 from pathlib import Path
 
 from localllm.config import DEFAULT_MODEL, load_settings
-from localllm.daemon.cascade import weak_answer_reason
-from localllm.daemon.engine import Finished, GenerationJob, LlamaEngine, Sampling, TextDelta
-from localllm.daemon.scheduler import BatchScheduler
-from localllm.daemon.server import resolve_model_file
-from localllm.decision_settings import CascadeSettings
+from localllm.config.decision import CascadeSettings
+from localllm.daemon.engine.llama_engine import GenerationJob, LlamaEngine
+from localllm.daemon.engine.scheduler import BatchScheduler
+from localllm.daemon.http.server import resolve_model_file
+from localllm.decision.cascade import weak_answer_reason
+from localllm.vocabulary import AnswerText, Sampling
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "router"
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -52,13 +53,8 @@ async def answer_all(engine: LlamaEngine, prompts, max_tokens: int) -> list:
     async def answer(prompt: str):
         tokens = await scheduler.render_and_tokenize([{"role": "user", "content": prompt}])
         job = GenerationJob(tokens, max_tokens, Sampling(temperature=0.0), measure_confidence=True)
-        text, finished = "", None
-        async for event in scheduler.stream(job):
-            if isinstance(event, TextDelta):
-                text += event.text
-            elif isinstance(event, Finished):
-                finished = event
-        return text, finished
+        answer = await AnswerText.read(scheduler.stream(job))
+        return answer.text, answer.finished
 
     try:
         answers = await asyncio.gather(*(answer(prompt) for prompt, _ in prompts))

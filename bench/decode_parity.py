@@ -32,8 +32,8 @@ import engine_throughput  # noqa: E402
 from llama_cpp_build import build  # noqa: E402
 
 from localllm.config import DEFAULT_MODEL, EngineSettings, load_settings  # noqa: E402
-from localllm.daemon.engine import LlamaEngine  # noqa: E402
-from localllm.daemon.server import resolve_model_file  # noqa: E402
+from localllm.daemon.engine.llama_engine import LlamaEngine
+from localllm.daemon.http.server import resolve_model_file
 
 QUESTION = "Tell me a long story about a fox."
 

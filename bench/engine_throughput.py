@@ -69,7 +69,7 @@ from foreign_cpu import ForeignCpu  # noqa: E402
 from llama_cpp_build import BuildError, LlamaCppBinaries, build, cache_dir, llama_cpp_python_version  # noqa: E402
 
 from localllm.config import DEFAULT_MODEL, load_settings  # noqa: E402
-from localllm.daemon.server import resolve_model_file  # noqa: E402
+from localllm.daemon.http.server import resolve_model_file
 
 STORY = ("Request {tag}: write a long, detailed story about {topic}. Use many sentences and describe every "
          "scene.")

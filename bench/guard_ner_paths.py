@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from threadpoolctl import threadpool_limits
 
-    from localllm.fallback.guard.detector import _SPACY_LABELS
-    from localllm.fallback.guard.entity_decoder import GreedyEntityDecoder
-    from localllm.fallback.guard.entity_model import (
+    from localllm.decision.guard.detector import _SPACY_LABELS
+    from localllm.decision.guard.entity_decoder import GreedyEntityDecoder
+    from localllm.decision.guard.entity_model import (
         _keep_labels,
         _load_pipeline,
         _numpy_decoding,

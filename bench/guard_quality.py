@@ -17,7 +17,7 @@ held-back half (odd), and for the whole file:
 - latency p50/p99 of ``scan`` on ~1,000-character prompts built from the data,
   after ``warm_up``.
 
-The scoring functions are imported by tests/fallback/test_guard_detector.py so
+The scoring functions are imported by tests/decision/test_guard_detector.py so
 that the test and the benchmark measure the same thing.
 """
 
@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localllm.fallback.guard.entities import ENTITY_CLASS_OF_TYPE, Span
-from localllm.fallback.guard.entities import entity_class as policy_class
+from localllm.decision.guard.entities import ENTITY_CLASS_OF_TYPE, Span
+from localllm.decision.guard.entities import entity_class as policy_class
 
 
 def entity_class(entity_type: str) -> str:
@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="exit 1 if the whole file falls below the quality floors (FLOORS)")
     args = parser.parse_args(argv)
 
-    from localllm.fallback.guard.detector import SensitiveDataDetector
+    from localllm.decision.guard.detector import SensitiveDataDetector
 
     rss0 = _rss_mib()
     t0 = time.perf_counter()

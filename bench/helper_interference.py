@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guard_quality import load_records  # noqa: E402
 
 from localllm.config import DEFAULT_MODEL, load_settings  # noqa: E402
-from localllm.daemon.server import resolve_model_file  # noqa: E402
+from localllm.daemon.http.server import resolve_model_file
 
 STORY = [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]
 
@@ -88,7 +88,7 @@ def main() -> None:
 
     import llama_cpp
 
-    from localllm.fallback.guard.entity_model import load_entity_model
+    from localllm.decision.guard.entity_model import load_entity_model
     from localllm.store.embedder import OnnxEmbedder
 
     model_path = resolve_model_file(load_settings().settings, DEFAULT_MODEL)

@@ -20,9 +20,10 @@ import sys
 import time
 
 from localllm.config import DEFAULT_MODEL, EngineSettings, load_settings
-from localllm.daemon.engine import GenerationJob, LlamaEngine, Sampling, TextDelta
-from localllm.daemon.scheduler import BatchScheduler
-from localllm.daemon.server import resolve_model_file
+from localllm.daemon.engine.llama_engine import GenerationJob, LlamaEngine
+from localllm.daemon.engine.scheduler import BatchScheduler
+from localllm.daemon.http.server import resolve_model_file
+from localllm.vocabulary import Sampling, TextDelta
 
 TOPICS = ("a robot who learns to paint", "a lighthouse keeper on a stormy coast", "a city built under the sea",
           "a dragon who is afraid of heights", "a detective who solves crimes with music",

@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_router import DEFAULT_DATA, SEED, embed_prompts, load_prompts  # noqa: E402
 
-from localllm.daemon.router.complexity_router import ComplexityRouter, apgr  # noqa: E402
-from localllm.daemon.router.features import prompt_features  # noqa: E402
+from localllm.decision.router.complexity_router import ComplexityRouter, apgr
+from localllm.decision.router.features import prompt_features
 
 
 def percentile_ms(samples: list[float], q: float) -> float:

@@ -1,9 +1,9 @@
-"""Trains the complexity router and writes daemon/router/assets/complexity_router.{onnx,json}.
+"""Trains the complexity router and writes decision/router/assets/complexity_router.{onnx,json}.
 
 Data: RouteLLM's public correctness labels in the shared dev folder (40 MMLU
 subjects and 660 GSM8K questions, each answered by Mixtral-8x7B = weak and GPT-4 =
 strong). Inputs: the prompt's all-MiniLM-L6-v2 embedding from the project's ONNX
-embedder (cached under /tmp) and ``localllm.daemon.router.features.prompt_features``.
+embedder (cached under /tmp) and ``localllm.decision.router.features.prompt_features``.
 
 Target: "escalating helps" (weak wrong, strong right), the only case in which an
 escalation gains accuracy. Rows where it hurts (weak right, strong wrong) are
@@ -50,14 +50,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core box: OpenMP oversubscrip
 
 import numpy as np  # noqa: E402
 
-from localllm.daemon.router.complexity_router import (  # noqa: E402
+from localllm.decision.router.complexity_router import (
     EMBEDDING_DIMENSIONS,
     FORMAT_VERSION,
     MODEL_FILE,
     apgr,
     metadata_path,
 )
-from localllm.daemon.router.features import FEATURE_NAMES, prompt_features  # noqa: E402
+from localllm.decision.router.features import FEATURE_NAMES, prompt_features
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "router"
@@ -402,7 +402,7 @@ def main() -> None:
 
     model = RouterModel().fit(features, embeddings, target, weights)
     export_onnx(model, args.output)
-    from localllm.daemon.router.complexity_router import ComplexityRouter
+    from localllm.decision.router.complexity_router import ComplexityRouter
 
     shipped = model.score(features, embeddings)
     reference = weighted_quantiles(shipped, np.where([p.dataset == "gsm8k" for p in prompts],
@@ -413,7 +413,7 @@ def main() -> None:
         "model": "score = sigmoid(logistic regression on the standardised text features + [option_count > 0] * "
                  f"LightGBM trees on the text features and {PCA_COMPONENTS} PCA components of the embedding); "
                  "target: weak model wrong and strong model right",
-        "inputs": {"features": "localllm.daemon.router.features.prompt_features(prompt)",
+        "inputs": {"features": "localllm.decision.router.features.prompt_features(prompt)",
                    "embedding": "the prompt's L2-normalised sentence embedding"},
         "feature_names": FEATURE_NAMES,
         "embedding": {"model": "sentence-transformers/all-MiniLM-L6-v2", "dimensions": EMBEDDING_DIMENSIONS,

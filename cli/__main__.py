@@ -1,5 +1,5 @@
 """`python -m localllm.cli` runs the `localllm` command."""
 
-from .main import main
+from localllm.cli.main import main
 
 main()

@@ -1,7 +1,8 @@
 """`localllm ask "..."`: one question, answer streamed to the terminal.
 
-Uses the running daemon when there is one; otherwise runs the same pipeline
-in this process, so a first-time user gets an answer with no daemon.
+Uses the running daemon when there is one (waiting for it if it is still
+starting); otherwise runs the same runtime and pipeline in this process, so a
+first-time user gets an answer with no daemon.
 """
 
 from __future__ import annotations
@@ -9,21 +10,24 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 import click
 
 from localllm.config import Settings
-from localllm.daemon import openai_responses as shapes
-from localllm.daemon.engine import Finished, TextDelta
-from localllm.daemon.openai_requests import ChatCompletionRequest, parse_request
-from localllm.daemon.pipeline_factory import build_pipeline
-from localllm.daemon.server import build_registry
-from localllm.daemon.services import load_embedder_for, open_services
-from localllm.daemon.tokens import resolve_api_token
-from localllm.fallback.upstream_registry import UpstreamRegistry
+from localllm.daemon.http import openai_responses as shapes
+from localllm.daemon.http.server import build_registry
+from localllm.daemon.http.tokens import resolve_api_token
+from localllm.daemon.pipeline.runtime import running
+from localllm.daemon.requests import ChatCompletionRequest, parse_request
+from localllm.errors import DaemonUnreachable
+from localllm.vocabulary import AnswerText
 
 from .context import load_cli_settings, user_errors
 from .daemon_client import DaemonClient
+
+# How long `ask` waits for a daemon that is still starting before giving up on it.
+STARTING_DAEMON_WAIT_S = 120.0
 
 
 @click.command()
@@ -57,7 +61,7 @@ def ask_command(prompt, model, system, max_tokens, temperature, seed, as_json, i
 async def _ask(settings: Settings, body: dict, *, as_json: bool, in_process: bool) -> None:
     if not in_process:
         client = DaemonClient(settings, await asyncio.to_thread(resolve_api_token, settings))
-        if await client.health() is not None:
+        if await _daemon_ready(client):
             if as_json:
                 _print_json(await client.chat(body))
             else:
@@ -69,41 +73,41 @@ async def _ask(settings: Settings, body: dict, *, as_json: bool, in_process: boo
     await _ask_in_process(settings, body, as_json=as_json)
 
 
+async def _daemon_ready(client: DaemonClient) -> bool:
+    """Whether a daemon answers; one that is still starting is waited for."""
+    health = await client.health()
+    deadline = time.monotonic() + STARTING_DAEMON_WAIT_S
+    while health is not None and health.get("status") in ("starting", "loading"):
+        if time.monotonic() > deadline:
+            raise DaemonUnreachable(f"The daemon at {client.base_url} is still starting after "
+                                    f"{STARTING_DAEMON_WAIT_S:.0f} s; see `localllm status`, or use --local.")
+        await asyncio.sleep(0.25)
+        health = await client.health()
+    return health is not None
+
+
 async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> None:
     request = parse_request(ChatCompletionRequest, body)
     # One question, one sequence: no KV cache for parallel requests that will never come.
     settings = settings.model_copy(update={"engine": settings.engine.model_copy(update={"n_parallel": 1})})
     registry = await asyncio.to_thread(build_registry, settings, [settings.engine.model])
     registry.start_all()
-    # One question: loading the embedder would cost more than the cache could save,
-    # so the in-process path logs the request but does not consult the cache.
-    services = await open_services(settings, with_cache=False, decision_parts=bool(settings.upstreams))
-    upstreams = UpstreamRegistry(settings.upstreams) if settings.upstreams else None
     try:
-        if upstreams is not None and settings.router.escalate_to:
-            services.embedder = await load_embedder_for(settings)  # the router scores the prompt's embedding
-        await registry.default.wait_ready()
-        # The same pipeline as the daemon: guard, router, policy and upstreams included.
-        pipeline = build_pipeline(settings, registry, services, upstreams)
-        gen = await pipeline.chat(request)
-        parts: list[str] = []
-        finished: Finished | None = None
-        async for event in gen.events:
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-                if not as_json:
-                    _write(event.text)
+        # The same runtime and pipeline as the daemon: guard, router, policy and upstreams included.
+        async with running(settings, registry, one_shot=True) as runtime:
+            await registry.default.wait_ready()
+            gen = await runtime.pipeline.chat(request)
+            answer = AnswerText()
+            async for event in gen.events:
+                piece = answer.add(event)
+                if piece and not as_json:
+                    _write(piece)
+            if as_json:
+                _print_json(shapes.chat_completion(gen, answer.text, answer.finished))
             else:
-                finished = event
-        if as_json:
-            _print_json(shapes.chat_completion(gen, "".join(parts), finished))
-        else:
-            _write("\n")
+                _write("\n")
     finally:
-        if upstreams is not None:
-            await upstreams.close()
         await registry.stop_all()
-        await services.close()
 
 
 def _write(text: str) -> None:

@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from localllm.cli.context import load_cli_settings, user_errors
 from localllm.store.database import database_path, open_database
 from localllm.store.egress_audit import recent_egress
-
-from .context import load_cli_settings, user_errors
 
 COLUMNS = ("created_at", "upstream", "trust", "model", "action", "redacted", "reason", "content_sha256")
 

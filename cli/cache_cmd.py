@@ -6,10 +6,9 @@ import json
 
 import click
 
+from localllm.cli.context import load_cli_settings, user_errors
 from localllm.store.database import database_path, open_database
 from localllm.store.semantic_cache import cache_stats, entry_filter
-
-from .context import load_cli_settings, user_errors
 
 
 @click.group()

@@ -7,10 +7,9 @@ import json
 import click
 
 from localllm import paths
+from localllm.cli.context import load_cli_settings
 from localllm.config import describe_settings, env_name
 from localllm.fallback.keys import locate_key
-
-from .context import load_cli_settings
 
 
 @click.group()

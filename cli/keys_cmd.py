@@ -6,9 +6,8 @@ import sys
 
 import click
 
+from localllm.cli.context import load_cli_settings, user_errors
 from localllm.fallback.keys import locate_key, remove_key, set_key
-
-from .context import load_cli_settings, user_errors
 
 
 @click.group()

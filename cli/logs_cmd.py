@@ -6,10 +6,9 @@ import json
 
 import click
 
+from localllm.cli.context import load_cli_settings, user_errors
 from localllm.store.database import database_path, open_database
 from localllm.store.request_log import recent_requests
-
-from .context import load_cli_settings, user_errors
 
 COLUMNS = ("created_at", "namespace", "endpoint", "model", "route", "cache", "status", "prompt_tokens",
            "completion_tokens", "ttft_ms", "latency_ms", "error_class")

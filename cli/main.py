@@ -7,19 +7,18 @@ import logging
 import click
 
 from localllm import __version__
-
-from .ask_cmd import ask_command
-from .audit_cmd import audit_command
-from .cache_cmd import cache_group
-from .config_cmd import config_group
-from .keys_cmd import keys_group
-from .logs_cmd import logs_command
-from .models_cmd import models_group, pull_command
-from .serve_cmd import serve_command
-from .stats_cmd import stats_command
-from .status_cmd import status_command
-from .token_cmd import token_group
-from .upstreams_cmd import upstreams_group
+from localllm.cli.ask_cmd import ask_command
+from localllm.cli.audit_cmd import audit_command
+from localllm.cli.cache_cmd import cache_group
+from localllm.cli.config_cmd import config_group
+from localllm.cli.keys_cmd import keys_group
+from localllm.cli.logs_cmd import logs_command
+from localllm.cli.models_cmd import models_group, pull_command
+from localllm.cli.serve_cmd import serve_command
+from localllm.cli.stats_cmd import stats_command
+from localllm.cli.status_cmd import status_command
+from localllm.cli.token_cmd import token_group
+from localllm.cli.upstreams_cmd import upstreams_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

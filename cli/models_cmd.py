@@ -8,12 +8,11 @@ import time
 
 import click
 
-from localllm.daemon.catalog import CATALOG, entry_for_filename
-from localllm.daemon.gguf_info import read_gguf_info
-from localllm.daemon.model_files import ModelFile, ModelFiles
-from localllm.daemon.puller import pull
-
-from .context import load_cli_settings, user_errors
+from localllm.cli.context import load_cli_settings, user_errors
+from localllm.daemon.models.catalog import CATALOG, entry_for_filename
+from localllm.daemon.models.gguf_info import read_gguf_info
+from localllm.daemon.models.model_files import ModelFile, ModelFiles
+from localllm.daemon.models.puller import pull
 
 
 def _human_size(size: int) -> str:

@@ -7,9 +7,8 @@ import logging
 
 import click
 
-from localllm.daemon.server import serve
-
-from .context import load_cli_settings, user_errors
+from localllm.cli.context import load_cli_settings, user_errors
+from localllm.daemon.http.server import serve
 
 
 @click.command()

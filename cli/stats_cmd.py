@@ -6,10 +6,9 @@ import json
 
 import click
 
+from localllm.cli.context import load_cli_settings, user_errors
 from localllm.store.database import database_path, open_database
 from localllm.store.usage_stats import local_answers, savings_usd, upstream_spend
-
-from .context import load_cli_settings, user_errors
 
 
 @click.command()

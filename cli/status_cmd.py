@@ -7,10 +7,9 @@ import json
 
 import click
 
-from localllm.daemon.tokens import resolve_api_token
-
-from .context import load_cli_settings, user_errors
-from .daemon_client import DaemonClient
+from localllm.cli.context import load_cli_settings, user_errors
+from localllm.cli.daemon_client import DaemonClient
+from localllm.daemon.http.tokens import resolve_api_token
 
 
 @click.command()
@@ -30,7 +29,10 @@ def status_command(as_json: bool) -> None:
                    f"up {health.get('uptime_s')} s, memory {health.get('memory_rss_mb')} MB)")
         for model in health["models"]:
             click.echo(f"model:  {model['id']}  {model['state']}  busy={model['busy']}  waiting={model['waiting']}")
-        click.echo(f"cache:  {health.get('cache', 'off')}")
+        if health.get("error"):
+            click.echo(f"error:  {health['error']}")
+        click.echo(f"cache:  {health.get('cache', 'off')}  guard: {health.get('guard', 'off')}  "
+                   f"router: {health.get('router', 'off')}")
         for upstream in health.get("upstreams", []):
             pause = f" (half-open in {upstream['half_open_in_s']} s)" if upstream["circuit"] == "open" else ""
             click.echo(f"upstream: {upstream['name']}  circuit {upstream['circuit']}{pause}  "

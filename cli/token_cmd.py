@@ -6,9 +6,8 @@ import sys
 
 import click
 
-from localllm.daemon.tokens import remove_token_from_keyring, store_token_in_keyring
-
-from .context import user_errors
+from localllm.cli.context import user_errors
+from localllm.daemon.http.tokens import remove_token_from_keyring, store_token_in_keyring
 
 
 @click.group()

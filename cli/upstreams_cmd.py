@@ -7,12 +7,11 @@ import time
 
 import click
 
+from localllm.cli.context import load_cli_settings, user_errors
 from localllm.fallback.errors import UpstreamError
 from localllm.fallback.keys import get_key, locate_key
 from localllm.fallback.providers import UpstreamRequest
 from localllm.fallback.upstream_registry import UpstreamRegistry
-
-from .context import load_cli_settings, user_errors
 
 
 @click.group()

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from localllm.daemon.engine import Finished, TextDelta
 from localllm.errors import InvalidRequest
-
-from .errors import UpstreamBadResponse, UpstreamError, UpstreamRateLimited, UpstreamServerError, scrub
-from .providers import Provider, StreamEvent, UpstreamRequest
-from .sse_reader import SSEEvent
+from localllm.fallback.errors import UpstreamBadResponse, UpstreamError, UpstreamRateLimited, UpstreamServerError, scrub
+from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest
+from localllm.fallback.sse_reader import SSEEvent
+from localllm.vocabulary import Finished, TextDelta
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from localllm.config import BudgetSettings
-
-from .errors import UpstreamError
-from .upstream_settings import UpstreamSettings
+from localllm.config.upstreams import UpstreamSettings
+from localllm.fallback.errors import UpstreamError
 
 GLOBAL = "*"
 

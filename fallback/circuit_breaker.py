@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import CircuitOpen
+from localllm.fallback.errors import CircuitOpen
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from localllm.daemon.engine import Finished, TextDelta
-
-from .errors import UpstreamBadResponse, UpstreamError, scrub
-from .providers import Provider, StreamEvent, UpstreamRequest
-from .sse_reader import SSEEvent
+from localllm.fallback.errors import UpstreamBadResponse, UpstreamError, scrub
+from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest
+from localllm.fallback.sse_reader import SSEEvent
+from localllm.vocabulary import Finished, TextDelta
 
 
 class OpenAIChatProvider(Provider):

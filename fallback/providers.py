@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from localllm.daemon.engine import Finished, TextDelta
-
-from .errors import (
+from localllm.config.upstreams import UpstreamSettings
+from localllm.fallback.errors import (
     UpstreamBadResponse,
     UpstreamError,
     UpstreamRateLimited,
@@ -31,8 +30,8 @@ from .errors import (
     UpstreamUnreachable,
     scrub,
 )
-from .sse_reader import SSEEvent, read_sse
-from .upstream_settings import UpstreamSettings
+from localllm.fallback.sse_reader import SSEEvent, read_sse
+from localllm.vocabulary import Finished, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +169,8 @@ def retry_after_seconds(headers) -> float | None:
 
 
 def provider_for(settings: UpstreamSettings, session: SessionSource) -> Provider:
-    from .anthropic_translation import AnthropicProvider
-    from .openai_translation import OpenAIChatProvider
+    from localllm.fallback.anthropic_translation import AnthropicProvider
+    from localllm.fallback.openai_translation import OpenAIChatProvider
 
     if settings.kind == "anthropic":
         return AnthropicProvider(settings, session)

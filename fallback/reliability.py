@@ -18,11 +18,10 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from localllm.daemon.engine import Finished
-
-from .circuit_breaker import CircuitBreaker
-from .errors import UpstreamBadResponse, UpstreamBusy, UpstreamError, UpstreamStalled, UpstreamTimeout
-from .providers import Provider, StreamEvent, UpstreamRequest
+from localllm.fallback.circuit_breaker import CircuitBreaker
+from localllm.fallback.errors import UpstreamBadResponse, UpstreamBusy, UpstreamError, UpstreamStalled, UpstreamTimeout
+from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest
+from localllm.vocabulary import Finished
 
 log = logging.getLogger(__name__)
 

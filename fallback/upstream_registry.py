@@ -13,12 +13,11 @@ from collections.abc import Iterable
 import aiohttp
 
 from localllm import __version__
+from localllm.config.upstreams import UpstreamSettings, check_unique_names
 from localllm.errors import ModelNotFound
-
-from .circuit_breaker import BreakerState, CircuitBreaker
-from .providers import provider_for
-from .reliability import ReliableUpstream, RetryPolicy
-from .upstream_settings import UpstreamSettings, check_unique_names
+from localllm.fallback.circuit_breaker import BreakerState, CircuitBreaker
+from localllm.fallback.providers import provider_for
+from localllm.fallback.reliability import ReliableUpstream, RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,16 @@ import hashlib
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
 
 _SPACES = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    scope: str     # scope_sha256 of everything that must match exactly
+    question: str  # the last user turn, matched by meaning
 
 
 def normalise_question(text: str) -> str:

@@ -14,8 +14,7 @@ import sqlite_utils
 
 from localllm import paths
 from localllm.errors import ConfigError
-
-from .migrations import MIGRATIONS
+from localllm.store.migrations import MIGRATIONS
 
 DATABASE_NAME = "localllm.db"
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
-from .writer import StoreWriter
+from localllm.store.writer import StoreWriter
 
 
 def content_sha256(messages: list[dict]) -> str:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
-from .writer import StoreWriter
+from localllm.store.writer import StoreWriter
 
 
 def prompt_sha256(payload: object) -> str:

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from localllm.config import CacheSettings
-
-from .cache_index import CacheIndex
-from .cache_keys import pack_vector, text_sha256, unpack_vector
-from .cache_verifier import DuplicateVerifier
-from .database import open_database
-from .writer import StoreWriter
+from localllm.store.cache_index import CacheIndex
+from localllm.store.cache_keys import pack_vector, text_sha256, unpack_vector
+from localllm.store.cache_verifier import DuplicateVerifier
+from localllm.store.database import open_database
+from localllm.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 

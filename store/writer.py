@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .database import open_database
+from localllm.store.database import open_database
 
 log = logging.getLogger(__name__)
 

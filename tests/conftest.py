@@ -31,7 +31,7 @@ def localllm_home(tmp_path, monkeypatch) -> Path:
 def default_model_file() -> Path:
     """The real SmolLM2-135M-Instruct GGUF, pulled once and kept in MODEL_CACHE."""
     from localllm.config import DEFAULT_MODEL
-    from localllm.daemon.puller import pull
+    from localllm.daemon.models.puller import pull
 
     return pull(DEFAULT_MODEL, MODEL_CACHE).path
 
@@ -66,7 +66,7 @@ def shared_registry(default_model_file):
     import asyncio
 
     from localllm.config import DEFAULT_MODEL
-    from localllm.daemon.model_registry import registry_for
+    from localllm.daemon.engine.model_registry import registry_for
 
     registry = registry_for(make_settings(), [DEFAULT_MODEL], [default_model_file])
     registry.start_all()
@@ -79,7 +79,7 @@ def shared_registry(default_model_file):
 def shared_embedder():
     """The default embedder (sentence-transformers when installed), loaded once."""
     from localllm.config import Settings
-    from localllm.daemon.services import embedder_backend
+    from localllm.daemon.pipeline.services import embedder_backend
     from localllm.store.embedder import load_embedder
 
     return load_embedder(embedder_backend(Settings()))
@@ -89,7 +89,7 @@ def shared_embedder():
 def shared_scanner():
     """The sensitive-data guard with default settings, its models loaded once."""
     from localllm.config import Settings
-    from localllm.daemon.services import load_scanner
+    from localllm.daemon.pipeline.services import load_scanner
 
     return load_scanner(Settings())
 
@@ -98,7 +98,7 @@ def shared_scanner():
 async def open_test_services(localllm_home, shared_embedder, shared_scanner):
     """Open services (database under the test home) with the shared embedder and guard; closed after the test.
     Settings with their own guard terms or patterns get a guard of their own."""
-    from localllm.daemon.services import open_services
+    from localllm.daemon.pipeline.services import open_services
 
     opened = []
 
@@ -116,18 +116,27 @@ async def open_test_services(localllm_home, shared_embedder, shared_scanner):
 
 
 @pytest.fixture
-def make_client(aiohttp_client, shared_registry, open_test_services):
-    """Start the real daemon app on 127.0.0.1 (ephemeral port) and return an aiohttp client for it."""
-    from localllm.daemon.app import create_app
+async def make_client(aiohttp_client, shared_registry, open_test_services):
+    """Start the real daemon app on 127.0.0.1 (ephemeral port), built on the same runtime the daemon
+    builds (on the shared model and shared guard and embedder), and return an aiohttp client for it."""
+    from localllm.daemon.http.app import create_app
+    from localllm.daemon.pipeline.runtime import open_runtime
+
+    runtimes = []
 
     async def start(settings=None, *, api_token=None, namespace_tokens=None, registry=None, services=None):
         settings = settings or make_settings()
         services = services or await open_test_services(settings)
-        app = create_app(settings, registry or shared_registry, api_token=api_token,
-                         namespace_tokens=namespace_tokens, manage_models=False, services=services)
+        registry = registry or shared_registry
+        runtime = await open_runtime(settings, registry, services=services)
+        runtimes.append(runtime)
+        app = create_app(settings, registry, runtime=runtime, api_token=api_token,
+                         namespace_tokens=namespace_tokens)
         return await aiohttp_client(app)
 
-    return start
+    yield start
+    for runtime in runtimes:
+        await runtime.close()
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):

@@ -96,8 +96,7 @@ async def test_ask_in_process_runs_the_same_routing_as_the_daemon(run, memory_ke
 
     from localllm import paths
     from localllm.store.database import open_database
-
-    from ..fallback.fake_upstream import FakeUpstream
+    from tests.fallback.fake_upstream import FakeUpstream
 
     cloud = await FakeUpstream(answer_from=lambda body: "cloud saw: " + body["messages"][-1]["content"]).start()
     try:

@@ -8,8 +8,7 @@ from click.testing import CliRunner
 
 from localllm.cli.main import cli
 from localllm.store.egress_audit import EgressAudit, EgressRecord
-
-from ..conftest import record_rows
+from tests.conftest import record_rows
 
 
 async def write_audit(records):

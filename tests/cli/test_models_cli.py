@@ -9,9 +9,8 @@ from click.testing import CliRunner
 
 from localllm.cli.main import cli
 from localllm.config import DEFAULT_MODEL
-from localllm.daemon.catalog import CATALOG
-
-from ..daemon.synthetic_gguf import write_tiny_gguf
+from localllm.daemon.models.catalog import CATALOG
+from tests.daemon.synthetic_gguf import write_tiny_gguf
 
 DEFAULT_FILENAME = CATALOG[DEFAULT_MODEL].filename
 

@@ -9,8 +9,7 @@ from click.testing import CliRunner
 from localllm import paths
 from localllm.cli.main import cli
 from localllm.store.request_log import RequestLog, RequestRecord
-
-from ..conftest import record_rows
+from tests.conftest import record_rows
 
 
 async def log_rows(records):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from localllm.cli.main import cli
 from localllm.config import load_settings
-from localllm.daemon.tokens import resolve_api_token
+from localllm.daemon.http.tokens import resolve_api_token
 
 
 def test_token_set_from_stdin_is_used_by_the_daemon(memory_keyring):
@@ -50,7 +50,7 @@ def test_no_keyring_gives_a_one_line_fix():
 def test_namespace_tokens_come_from_the_keyring_or_the_environment(memory_keyring, monkeypatch):
     import pytest
 
-    from localllm.daemon.tokens import resolve_namespace_tokens
+    from localllm.daemon.http.tokens import resolve_namespace_tokens
     from localllm.errors import ConfigError
 
     monkeypatch.setenv("LOCALLLM_SERVER_TOKEN_NAMESPACES", "team-a,team-b")

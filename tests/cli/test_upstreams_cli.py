@@ -10,9 +10,8 @@ from click.testing import CliRunner
 
 from localllm import paths
 from localllm.cli.main import cli
-
-from ..fallback.conftest import SENTINEL_KEY
-from ..fallback.fake_upstream import FakeUpstream, Fault
+from tests.fallback.conftest import SENTINEL_KEY
+from tests.fallback.fake_upstream import FakeUpstream, Fault
 
 
 @pytest.fixture

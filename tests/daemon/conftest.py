@@ -5,9 +5,9 @@ from __future__ import annotations
 import keyring
 import pytest
 
-from ..conftest import MemoryKeyring
-from ..fallback.conftest import SENTINEL_KEY
-from ..fallback.fake_upstream import FakeUpstream
+from tests.conftest import MemoryKeyring
+from tests.fallback.conftest import SENTINEL_KEY
+from tests.fallback.fake_upstream import FakeUpstream
 
 
 @pytest.fixture

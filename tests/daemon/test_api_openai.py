@@ -7,8 +7,7 @@ import openai
 import pytest
 
 from localllm.config import DEFAULT_MODEL
-
-from ..conftest import TEST_N_CTX, make_settings
+from tests.conftest import TEST_N_CTX, make_settings
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import asyncio
 import pytest
 
 from localllm.config import EngineSettings
-from localllm.daemon.engine import Finished, GenerationJob, LlamaEngine, Sampling, TextDelta
-from localllm.daemon.scheduler import BatchScheduler
+from localllm.daemon.engine.llama_engine import GenerationJob, LlamaEngine
+from localllm.daemon.engine.scheduler import BatchScheduler
 from localllm.errors import InvalidRequest
+from localllm.vocabulary import AnswerText, Finished, Sampling
 
 QUESTIONS = [
     "What is the capital of France?", "Write a haiku about rust.", "Explain photosynthesis briefly.",
@@ -46,15 +47,12 @@ async def job_for(scheduler, question: str, max_tokens: int = 48, system: str | 
 
 
 async def answer(scheduler, job: GenerationJob, log: list | None = None, name: str = "") -> tuple[str, Finished]:
-    parts, finished = [], None
+    text = AnswerText()
     async for event in scheduler.stream(job):
         if log is not None:
             log.append(name)
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        else:
-            finished = event
-    return "".join(parts), finished
+        text.add(event)
+    return text.text, text.finished
 
 
 @pytest.mark.parametrize("prompt_packing", ["auto", "all"])

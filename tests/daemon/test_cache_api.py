@@ -10,9 +10,8 @@ import openai
 import pytest
 
 from localllm.config import DEFAULT_MODEL
-
-from ..conftest import make_settings
-from .test_api_openai import sdk
+from tests.conftest import make_settings
+from tests.daemon.test_api_openai import sdk
 
 GREEDY = {"model": DEFAULT_MODEL, "temperature": 0, "max_tokens": 12}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from localllm.daemon.engine import Finished, GenerationJob, Sampling
+from localllm.daemon.engine.llama_engine import GenerationJob
+from localllm.vocabulary import Finished, Sampling
 
 
 async def finish_of(scheduler, measure: bool) -> Finished:

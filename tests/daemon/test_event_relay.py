@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from localllm.daemon.event_relay import EventRelay
+from localllm.daemon.engine.event_relay import EventRelay
 
 
 async def test_events_from_another_thread_arrive_in_order_in_one_wake_up_per_flush(monkeypatch):

@@ -8,10 +8,9 @@ import pytest
 from gguf import GGUFReader
 from gguf.constants import LlamaFileType
 
-from localllm.daemon.gguf_info import InvalidGGUF, read_gguf_info
+from localllm.daemon.models.gguf_info import InvalidGGUF, read_gguf_info
 from localllm.errors import LocalLLMError
-
-from .synthetic_gguf import write_tiny_gguf
+from tests.daemon.synthetic_gguf import write_tiny_gguf
 
 
 def test_real_default_model(default_model_file):

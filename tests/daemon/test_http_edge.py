@@ -9,10 +9,9 @@ import time
 import pytest
 
 from localllm.config import DEFAULT_MODEL
-from localllm.daemon.engine import ModelLoadError
-from localllm.daemon.model_registry import registry_for
-
-from ..conftest import make_settings
+from localllm.daemon.engine.llama_engine import ModelLoadError
+from localllm.daemon.engine.model_registry import registry_for
+from tests.conftest import make_settings
 
 CHAT = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "Count to ten."}]}
 

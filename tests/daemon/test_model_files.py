@@ -7,8 +7,8 @@ import stat
 import pytest
 
 from localllm.config import DEFAULT_MODEL
-from localllm.daemon.catalog import CATALOG
-from localllm.daemon.model_files import ModelFiles, safe_model_filename, sha256_of_file
+from localllm.daemon.models.catalog import CATALOG
+from localllm.daemon.models.model_files import ModelFiles, safe_model_filename, sha256_of_file
 from localllm.errors import ModelNotFound, UnsafeModelName
 
 DEFAULT_FILENAME = CATALOG[DEFAULT_MODEL].filename

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from localllm.config import EngineSettings
-from localllm.daemon.batch_decoder import BatchDecoder
-from localllm.daemon.engine import GenerationJob, LlamaEngine, Sampling, TextDelta
-from localllm.daemon.step_cost import StepCost
-
-from .test_batching import QUESTIONS
+from localllm.daemon.engine.batch_decoder import BatchDecoder
+from localllm.daemon.engine.llama_engine import GenerationJob, LlamaEngine
+from localllm.daemon.engine.step_cost import StepCost
+from localllm.vocabulary import Sampling, TextDelta
+from tests.daemon.test_batching import QUESTIONS
 
 
 @pytest.fixture

@@ -17,14 +17,13 @@ import pytest
 from aiohttp import web
 
 from localllm.config import DEFAULT_MODEL
-from localllm.daemon import http_download, pull_sources
-from localllm.daemon.catalog import CATALOG, CatalogEntry, WheelSource
-from localllm.daemon.model_files import ModelFiles
-from localllm.daemon.puller import pull
+from localllm.daemon.models import http_download, pull_sources
+from localllm.daemon.models.catalog import CATALOG, CatalogEntry, WheelSource
+from localllm.daemon.models.model_files import ModelFiles
+from localllm.daemon.models.puller import pull
 from localllm.errors import ChecksumMismatch, ModelPullError, UnsafeModelName
-
-from ..conftest import MODEL_CACHE
-from .synthetic_gguf import tiny_gguf_bytes
+from tests.conftest import MODEL_CACHE
+from tests.daemon.synthetic_gguf import tiny_gguf_bytes
 
 
 def sha256(data: bytes) -> str:

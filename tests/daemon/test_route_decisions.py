@@ -14,10 +14,9 @@ import pytest
 
 from localllm.config import DEFAULT_MODEL, Settings
 from localllm.store.database import open_database
-
-from ..conftest import make_settings
-from .test_api_openai import sdk
-from .test_upstream_route import settings_with
+from tests.conftest import make_settings
+from tests.daemon.test_api_openai import sdk
+from tests.daemon.test_upstream_route import settings_with
 
 PLACEHOLDER = re.compile(r"\[[A-Z_]+_\d+\]")
 FAKE_OPENAI_KEY = "sk-proj-" + "Zq3vT8kLmN2pR7sW4xY9bC1dF6gH0jK5" * 2
@@ -220,7 +219,7 @@ async def test_cascade_escalates_a_weak_local_answer_and_counts_how_often(make_c
 
 
 async def test_cascade_with_an_upstream_down_keeps_the_local_answer(make_client, fake_cloud, upstream_key):
-    from ..fallback.fake_upstream import Fault
+    from tests.fallback.fake_upstream import Fault
 
     fake_cloud.fail_always(Fault("http_500"))
     settings = with_updates(routed(fake_cloud, threshold=1.0), cascade={"min_mean_logprob": 0.0})
@@ -278,7 +277,7 @@ async def test_explain_scores_even_without_an_upstream_and_rejects_bad_bodies(ma
 
 
 async def test_explain_score_is_the_routers_score_of_the_last_user_turn(make_client, shared_embedder):
-    from localllm.daemon.router.complexity_router import ComplexityRouter
+    from localllm.decision.router.complexity_router import ComplexityRouter
 
     app_client = await make_client(make_settings(cache={"enabled": False}))
     question = "A train leaves at 3 pm going 60 mph; another at 4 pm going 80 mph. When does the second catch up?"

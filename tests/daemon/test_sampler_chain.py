@@ -14,8 +14,8 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from localllm.daemon.engine import Sampling
-from localllm.daemon.sampler_chain import SamplerChain
+from localllm.daemon.engine.sampler_chain import SamplerChain
+from localllm.vocabulary import Sampling
 
 N_VOCAB = 49152
 

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from localllm.config import DEFAULT_MODEL, Settings
-from localllm.daemon.server import serve
+from localllm.daemon.http.server import serve
 from localllm.errors import ConfigError
 
 

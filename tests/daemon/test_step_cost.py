@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from localllm.daemon.step_cost import StepCost
+from localllm.daemon.engine.step_cost import StepCost
 
 
 def fitted(points: list[tuple[int, float]]) -> StepCost:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from localllm.daemon.batch_decoder import common_prefix_length
-from localllm.daemon.token_text import TokenText
+from localllm.daemon.engine.batch_decoder import common_prefix_length
+from localllm.daemon.engine.token_text import TokenText
 
 
 def stream(pieces: list[bytes], stop=()) -> tuple[list[str], bool]:

@@ -10,13 +10,12 @@ import openai
 import pytest
 
 from localllm.config import DEFAULT_MODEL
-from localllm.fallback.upstream_settings import UpstreamSettings
+from localllm.config.upstreams import UpstreamSettings
 from localllm.store.database import open_database
-
-from ..conftest import MemoryKeyring, make_settings
-from ..fallback.conftest import SENTINEL_KEY
-from ..fallback.fake_upstream import FakeUpstream, Fault
-from .test_api_openai import sdk
+from tests.conftest import MemoryKeyring, make_settings
+from tests.daemon.test_api_openai import sdk
+from tests.fallback.conftest import SENTINEL_KEY
+from tests.fallback.fake_upstream import FakeUpstream, Fault
 
 
 def settings_with(server: FakeUpstream, **upstream):
@@ -174,7 +173,7 @@ async def test_a_stream_that_breaks_after_its_first_byte_ends_with_an_error_even
 
 async def test_when_the_local_model_cannot_serve_the_configured_onprem_upstream_answers(
         make_client, fake_cloud, upstream_key, tmp_path):
-    from localllm.daemon.model_registry import registry_for
+    from localllm.daemon.engine.model_registry import registry_for
 
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from localllm.config.upstreams import UpstreamSettings
 from localllm.fallback.reliability import RetryPolicy
 from localllm.fallback.upstream_registry import UpstreamRegistry
-from localllm.fallback.upstream_settings import UpstreamSettings
-
-from .fake_upstream import FakeUpstream
+from tests.fallback.fake_upstream import FakeUpstream
 
 # Small enough to keep the suite fast, large enough that the fake's normal answers never hit them.
 FAST_RETRY = RetryPolicy(base_delay_s=0.02, max_delay_s=0.1, max_retry_after_s=5)

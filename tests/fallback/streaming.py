@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from localllm.daemon.engine import Finished, TextDelta
 from localllm.fallback.providers import UpstreamRequest
+from localllm.vocabulary import Finished, TextDelta
 
 QUESTION = UpstreamRequest(messages=[{"role": "system", "content": "Answer in one sentence."},
                                      {"role": "user", "content": "What is the capital of France?"}])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from localllm.config import BudgetSettings
+from localllm.config.upstreams import UpstreamSettings
 from localllm.fallback.budget import GLOBAL, Budget, OverBudget, estimate_prompt_tokens, periods, worst_case_usd
-from localllm.fallback.upstream_settings import UpstreamSettings
 
 
 def upstream(name="cloudy", **caps) -> UpstreamSettings:

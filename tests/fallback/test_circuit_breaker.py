@@ -8,10 +8,9 @@ import pytest
 
 from localllm.fallback.circuit_breaker import CircuitBreaker
 from localllm.fallback.errors import CircuitOpen, UpstreamServerError, UpstreamUnreachable
-
-from .conftest import upstream_settings
-from .fake_upstream import Fault
-from .streaming import QUESTION, collect
+from tests.fallback.conftest import upstream_settings
+from tests.fallback.fake_upstream import Fault
+from tests.fallback.streaming import QUESTION, collect
 
 
 class Clock:

@@ -36,7 +36,7 @@ async def test_openai_sdk_parses_stream_with_usage(fake_upstream):
 
 
 async def test_openai_sdk_sees_rate_limit_with_retry_after(fake_upstream):
-    from .fake_upstream import Fault
+    from tests.fallback.fake_upstream import Fault
 
     fake_upstream.fail_next(Fault("http_429", retry_after="7"))
     try:

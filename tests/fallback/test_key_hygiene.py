@@ -10,12 +10,11 @@ import traceback
 
 import pytest
 
+from localllm.config.upstreams import UpstreamSettings
 from localllm.fallback.errors import UpstreamError
-from localllm.fallback.upstream_settings import UpstreamSettings
-
-from .conftest import SENTINEL_KEY, upstream_settings
-from .fake_upstream import Fault
-from .streaming import collect
+from tests.fallback.conftest import SENTINEL_KEY, upstream_settings
+from tests.fallback.fake_upstream import Fault
+from tests.fallback.streaming import collect
 
 FAULTS = [
     None,

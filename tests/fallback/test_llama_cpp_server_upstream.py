@@ -12,11 +12,10 @@ import sys
 import aiohttp
 import pytest
 
-from localllm.daemon.engine import TextDelta
+from localllm.config.upstreams import UpstreamSettings
 from localllm.fallback.providers import UpstreamRequest
-from localllm.fallback.upstream_settings import UpstreamSettings
-
-from .streaming import collect
+from localllm.vocabulary import TextDelta
+from tests.fallback.streaming import collect
 
 SERVER_EXTRA = ["fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"]
 

@@ -7,15 +7,14 @@ import dataclasses
 
 import pytest
 
+from localllm.config.upstreams import UpstreamSettings
 from localllm.errors import InvalidRequest
 from localllm.fallback.anthropic_translation import DEFAULT_MAX_TOKENS, AnthropicProvider, split_system
 from localllm.fallback.errors import UpstreamBadResponse, UpstreamRejected
 from localllm.fallback.openai_translation import OpenAIChatProvider
-from localllm.fallback.upstream_settings import UpstreamSettings
-
-from .conftest import upstream_settings
-from .fake_upstream import Fault
-from .streaming import QUESTION, collect
+from tests.fallback.conftest import upstream_settings
+from tests.fallback.fake_upstream import Fault
+from tests.fallback.streaming import QUESTION, collect
 
 FULL_TEXT = "Paris is the capital of France."
 

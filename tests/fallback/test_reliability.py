@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from localllm.config.upstreams import UpstreamSettings
 from localllm.fallback.errors import (
     UpstreamBusy,
     UpstreamRateLimited,
@@ -17,11 +18,9 @@ from localllm.fallback.errors import (
     UpstreamUnreachable,
 )
 from localllm.fallback.reliability import RetryPolicy
-from localllm.fallback.upstream_settings import UpstreamSettings
-
-from .conftest import upstream_settings
-from .fake_upstream import Fault
-from .streaming import collect
+from tests.fallback.conftest import upstream_settings
+from tests.fallback.fake_upstream import Fault
+from tests.fallback.streaming import collect
 
 FULL_TEXT = "Paris is the capital of France."
 

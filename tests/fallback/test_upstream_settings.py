@@ -7,7 +7,7 @@ import tomllib
 import pytest
 from pydantic import ValidationError
 
-from localllm.fallback.upstream_settings import UpstreamSettings, check_unique_names
+from localllm.config.upstreams import UpstreamSettings, check_unique_names
 
 ISSUE_EXAMPLE = """
 [[upstreams]]

@@ -15,8 +15,7 @@ import pytest
 
 from localllm.config import DEFAULT_MODEL
 from localllm.store.database import database_path, open_database
-
-from ..daemon.test_server import free_port
+from tests.daemon.test_server import free_port
 
 
 def _post(url: str, body: dict) -> dict:

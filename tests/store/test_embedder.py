@@ -76,7 +76,7 @@ def test_automatic_embedder_threads_give_the_same_vectors():
 
 async def test_embedder_threads_setting_reaches_the_embedder():
     from localllm.config import load_settings
-    from localllm.daemon.services import load_embedder_for
+    from localllm.daemon.pipeline.services import load_embedder_for
     from localllm.errors import ConfigError
 
     fixed = await load_embedder_for(load_settings(environ={"LOCALLLM_CACHE_EMBEDDER_THREADS": "1"}).settings)

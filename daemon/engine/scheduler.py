@@ -1,0 +1,238 @@
+"""The engine's scheduler: it owns the model and decides which request runs when.
+
+One worker thread loads the model, then runs the batch decoder: up to
+``engine.n_parallel`` requests are generated together, a newcomer joins the
+running batch at the next step and a finished or cancelled one leaves it.
+Requests beyond that wait, first come first served, in a bounded queue (full:
+503 with Retry-After). The HTTP layer sees only ``start``, ``wait_ready``,
+``tokenize``, ``stream`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+
+from localllm.daemon.engine.batch_decoder import END_OF_STREAM, BatchDecoder
+from localllm.daemon.engine.event_relay import EventRelay
+from localllm.daemon.engine.llama_engine import GenerationJob, LlamaEngine
+from localllm.daemon.engine.step_cost import StepCost
+from localllm.errors import LocalLLMError, ModelLoading, QueueFull, ServiceUnavailable
+from localllm.vocabulary import Finished, TextDelta
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class BatchScheduler:
+    def __init__(self, engine: LlamaEngine, queue_size: int):
+        self.engine = engine
+        self.queue_size = queue_size
+        self.state = "stopped"  # loading | ready | failed | stopped
+        self.load_error: LocalLLMError | None = None
+        self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._decoder: BatchDecoder | None = None
+        self._stopping = threading.Event()
+        self._relay = EventRelay()  # the engine thread's events reach their streams once per step
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.name
+
+    @property
+    def running(self) -> int:
+        """Requests being generated now (at most engine.n_parallel)."""
+        return self._decoder.running if self._decoder is not None else 0
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0
+
+    @property
+    def reused_prompt_tokens(self) -> int:
+        """Prompt tokens taken from cached prefixes instead of evaluated, since start."""
+        return self._decoder.reused_tokens if self._decoder is not None else 0
+
+    @property
+    def step_cost(self) -> StepCost | None:
+        """What a decode step costs here, as the batch decoder measures it (None before load)."""
+        return self._decoder.step_cost if self._decoder is not None else None
+
+    @property
+    def waiting(self) -> int:
+        return self._jobs.qsize()
+
+    def start(self) -> None:
+        """Begin loading the model in the worker thread; returns at once."""
+        if self._thread is not None:
+            return
+        self.state = "loading"
+        self._thread = threading.Thread(target=self._run, name=f"engine-{self.engine.name}", daemon=True)
+        self._thread.start()
+
+    async def wait_ready(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
+        if self.state == "failed":
+            raise self.load_error
+
+    def unavailable_reason(self) -> str | None:
+        """Why a new request could not be served now (model_loading, model_failed, queue_full), or None."""
+        if self.state == "failed":
+            return "model_failed"
+        if self.state != "ready":
+            return "model_loading"
+        if self._jobs.qsize() >= self.queue_size:
+            return "queue_full"
+        return None
+
+    def check_ready(self) -> None:
+        if self.state == "ready":
+            return
+        if self.state == "failed":
+            raise self.load_error
+        raise ModelLoading(f"Model {self.engine.name!r} is still loading; retry in a moment.", retry_after_s=2)
+
+    async def tokenize(self, text: str) -> list[int]:
+        self.check_ready()
+        return await asyncio.get_running_loop().run_in_executor(None, self.engine.tokenize, text)
+
+    async def render_and_tokenize(self, messages: list[dict]) -> list[int]:
+        self.check_ready()
+
+        def work() -> list[int]:
+            return self.engine.tokenize(self.engine.render_chat(messages))
+
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    async def stream(self, job: GenerationJob) -> AsyncIterator[TextDelta | Finished]:
+        """Queue ``job`` and yield its events. Leaving the loop early cancels the job."""
+        self.check_ready()
+        self.engine.check_sampling(job.sampling)
+        events: asyncio.Queue = asyncio.Queue()
+        emit = self._relay.emitter(asyncio.get_running_loop(), events.put_nowait, job.cancel)
+        try:
+            self._jobs.put_nowait((job, emit))
+        except queue.Full:
+            raise QueueFull(
+                f"The engine queue is full ({self.queue_size} requests waiting); retry shortly "
+                "or raise engine.queue_size.", retry_after_s=2) from None
+        try:
+            while True:
+                event = await events.get()
+                if event is END_OF_STREAM:
+                    return
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+        finally:
+            job.cancel.set()  # no-op when finished; stops generation when the consumer left early
+
+    def _run(self) -> None:
+        try:
+            self.engine.load()
+            self._decoder = BatchDecoder(self.engine)
+        except LocalLLMError as exc:
+            self._load_failed(exc)
+        except Exception:
+            log.exception("model %s failed to load", self.engine.name)
+            self._load_failed(ServiceUnavailable(
+                f"Model {self.engine.name!r} failed to load; see the daemon log.", code="model_load_failed"))
+        else:
+            self.state = "ready"
+            log.info("model %s ready (%d parallel sequences)", self.engine.name, self.engine.settings.n_parallel)
+        self._ready.set()
+        try:
+            if self.state == "ready":
+                self._serve()
+            else:
+                self._refuse_until_stopped()
+        finally:
+            self._relay.flush()
+            if self._decoder is not None:
+                self._decoder.close()
+            self.engine.close()
+            self.state = "stopped"
+
+    def _load_failed(self, exc: LocalLLMError) -> None:
+        self.load_error = exc
+        self.state = "failed"
+        log.error("model %s failed to load: %s", self.engine.name, exc.message)
+
+    def _serve(self) -> None:
+        decoder = self._decoder
+        while not self._stopping.is_set():
+            # Fill free slots from the queue (first come, first served); block only when idle.
+            while decoder.has_free_slot:
+                try:
+                    item = self._jobs.get(block=decoder.running == 0)
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    break
+                job, emit = item
+                if job.cancel.is_set():
+                    emit(END_OF_STREAM)
+                    self._relay.flush()
+                    continue
+                decoder.admit(job, emit)
+            if self._stopping.is_set():
+                break
+            try:
+                decoder.step()
+            except Exception:
+                log.exception("generation failed")
+                failure = ServiceUnavailable("Generation failed inside the engine; see the daemon log.")
+                for slot in decoder.slots:
+                    if slot.request is not None:
+                        decoder.fail(slot, failure)
+            self._relay.flush()  # before the next decode, and before blocking on an empty queue
+        decoder.cancel_all()
+        self._relay.flush()
+
+    def _refuse_until_stopped(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is _STOP:
+                return
+            _job, emit = item
+            emit(self.load_error)
+            emit(END_OF_STREAM)
+            self._relay.flush()
+
+    async def stop(self) -> None:
+        """Finish the current decode step, end running and queued requests, free the model."""
+        if self._thread is None:
+            return
+        while True:
+            try:
+                job, emit = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            job.cancel.set()
+            emit(END_OF_STREAM)
+        self._relay.flush()
+        self._stopping.set()
+        thread = self._thread
+        self._thread = None
+        await asyncio.get_running_loop().run_in_executor(None, self._shutdown, thread)
+
+    def _shutdown(self, thread: threading.Thread) -> None:
+        try:
+            self._jobs.put_nowait(_STOP)  # wakes an idle worker; a busy one sees _stopping
+        except queue.Full:
+            pass
+        thread.join()
+        while True:  # requests that slipped in while stopping
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                self._relay.flush()
+                return
+            if item is not _STOP:
+                item[1](END_OF_STREAM)

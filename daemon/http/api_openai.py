@@ -1,0 +1,200 @@
+"""OpenAI-compatible endpoints (chat completions, completions, models) and health: liveness and readiness."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import aclosing
+
+import psutil
+from aiohttp import web
+
+from localllm.daemon.http import openai_responses as shapes
+from localllm.daemon.http.app_keys import REGISTRY, RUNTIME, STARTED_AT, runtime_of
+from localllm.daemon.http.request_context import context_from_headers
+from localllm.daemon.http.security import TOKEN_NAMESPACE
+from localllm.daemon.http.sse import ClientGone, SSEWriter
+from localllm.daemon.pipeline.generation import Generation
+from localllm.daemon.requests import ChatCompletionRequest, CompletionRequest, parse_request
+from localllm.errors import InvalidRequest, LocalLLMError, PayloadTooLarge
+from localllm.vocabulary import AnswerText, Finished, TextDelta
+
+log = logging.getLogger(__name__)
+
+ROUTE_HEADER = "X-LocalLLM-Route"
+CACHE_HEADER = "X-LocalLLM-Cache"
+SIMILARITY_HEADER = "X-LocalLLM-Cache-Similarity"
+FALLBACK_HEADER = "X-LocalLLM-Fallback-Reason"
+ROUTE_REASON_HEADER = "X-LocalLLM-Route-Reason"
+# Answered without a token: liveness and readiness, for supervisors and `localllm status`.
+PUBLIC_PATHS = frozenset({"/health", "/health/live"})
+
+
+async def read_json(request: web.Request) -> object:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"The request body is larger than the {request.app._client_max_size} bytes allowed; "
+            "send less, or raise server.max_body_bytes.") from None
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
+    body = parse_request(ChatCompletionRequest, await read_json(request))
+    gen = await runtime_of(request).pipeline.chat(body, ctx)
+    if body.stream:
+        return await _stream(request, gen, chat=True, include_usage=body.include_usage)
+    text, finished = await _collect(gen)
+    return _json(shapes.chat_completion(gen, text, finished), gen)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
+    body = parse_request(CompletionRequest, await read_json(request))
+    gen = await runtime_of(request).pipeline.complete(body, ctx)
+    if body.stream:
+        return await _stream(request, gen, chat=False, include_usage=body.include_usage)
+    text, finished = await _collect(gen)
+    return _json(shapes.text_completion(gen, text, finished), gen)
+
+
+async def _collect(gen: Generation) -> tuple[str, Finished]:
+    # aclosing: if the client goes away (handler cancelled), the job is cancelled now, not at GC.
+    async with aclosing(gen.events) as events:
+        answer = await AnswerText.read(events)
+    return answer.text, answer.finished
+
+
+def served_by(gen: Generation) -> dict[str, str]:
+    """Headers that say what served the answer."""
+    headers = {ROUTE_HEADER: gen.route}
+    if gen.cache is not None:
+        headers[CACHE_HEADER] = gen.cache
+    if gen.similarity is not None:
+        headers[SIMILARITY_HEADER] = f"{gen.similarity:.4f}"
+    if gen.fallback_reason is not None:
+        headers[FALLBACK_HEADER] = gen.fallback_reason
+    if gen.route_reason is not None:
+        headers[ROUTE_REASON_HEADER] = gen.route_reason
+    return headers
+
+
+def _json(payload: dict, gen: Generation) -> web.Response:
+    return web.json_response(payload, headers=served_by(gen))
+
+
+async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_usage: bool) -> web.StreamResponse:
+    events = gen.events.__aiter__()
+    # Wait for the first event before sending headers, so a full queue or an
+    # engine error still becomes a proper HTTP status instead of a broken stream.
+    first = await anext(events, None)
+    writer = SSEWriter(request, headers=served_by(gen))
+    await writer.open()
+    try:
+        if chat:
+            await writer.send(shapes.chat_chunk(gen, {"role": "assistant", "content": ""}, with_usage=include_usage))
+        event = first
+        while event is not None:
+            if isinstance(event, TextDelta):
+                chunk = (shapes.chat_chunk(gen, {"content": event.text}, with_usage=include_usage) if chat
+                         else shapes.completion_chunk(gen, event.text))
+                await writer.send(chunk)
+            else:
+                if chat:
+                    await writer.send(shapes.chat_chunk(gen, {}, event.finish_reason, with_usage=include_usage))
+                    if include_usage:
+                        await writer.send(shapes.chat_usage_chunk(gen, event))
+                else:
+                    await writer.send(shapes.completion_chunk(gen, "", event.finish_reason))
+                    if include_usage:
+                        await writer.send(shapes.completion_usage_chunk(gen, event))
+            event = await anext(events, None)
+        await writer.done()
+    except ClientGone:
+        log.debug("client disconnected mid-stream; generation cancelled")
+    except LocalLLMError as exc:
+        # Headers are gone already: report in-band, as OpenAI does, then end the stream.
+        log.warning("stream failed after it started: %s", exc.__class__.__name__)
+        try:
+            await writer.send(exc.to_openai())
+            await writer.done()
+        except ClientGone:
+            pass
+    finally:
+        await events.aclose()  # stops generation if the client went away mid-stream
+    return writer.response
+
+
+async def list_models(request: web.Request) -> web.Response:
+    started = int(request.app[STARTED_AT])
+    data = [{"id": s.model_name, "object": "model", "created": started, "owned_by": "localllm"}
+            for s in request.app[REGISTRY].all()]
+    upstreams = runtime_of(request).upstreams
+    for name in upstreams.names() if upstreams is not None else []:
+        model = upstreams.get(name).settings.model
+        data.append({"id": f"{name}/{model}", "object": "model", "created": started, "owned_by": name})
+    return web.json_response({"object": "list", "data": data})
+
+
+async def live(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP (it may still be starting; /health says when it is ready)."""
+    return web.json_response({"status": "alive", "uptime_s": round(time.time() - request.app[STARTED_AT], 1)})
+
+
+async def health(request: web.Request) -> web.Response:
+    """Readiness: 200 only when the runtime is built (guard, router, cache) and every model is loaded."""
+    schedulers = request.app[REGISTRY].all()
+    slot = request.app[RUNTIME]
+    runtime = slot.runtime
+    models = [{"id": s.model_name, "state": s.state, "busy": s.busy, "running": s.running,
+               "parallel": s.engine.settings.n_parallel, "waiting": s.waiting,
+               "reused_prompt_tokens": s.reused_prompt_tokens} for s in schedulers]
+    models_ready = bool(schedulers) and all(s.state == "ready" for s in schedulers)
+    if slot.error is not None:
+        status = "error"
+    elif models_ready:
+        status = "ok" if runtime is not None else "starting"
+    elif any(s.state == "loading" for s in schedulers):
+        status = "loading"
+    else:
+        status = "error"
+    process = psutil.Process()
+    services = runtime.services if runtime is not None else None
+    payload = {"status": status, "ready": status == "ok", "models": models,
+               "uptime_s": round(time.time() - request.app[STARTED_AT], 1),
+               "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1),
+               "cache": services.cache_state if services is not None else "starting",
+               "guard": ("on" if services.scanner is not None else "off") if services is not None else "starting",
+               "router": ("on" if services.complexity_router is not None else "off") if services is not None
+               else "starting",
+               "upstreams": _upstream_states(runtime)}
+    if slot.error is not None:
+        payload["error"] = slot.error
+    if runtime is not None:
+        payload["cascade"] = dict(runtime.pipeline.cascade_counts)
+    return web.json_response(payload, status=200 if status == "ok" else 503)
+
+
+def _upstream_states(runtime) -> list[dict]:
+    upstreams = runtime.upstreams if runtime is not None else None
+    if upstreams is None:
+        return []
+    return [{"name": state.name, "circuit": state.state, "failures": state.consecutive_failures,
+             "half_open_in_s": None if state.seconds_until_half_open is None
+             else round(state.seconds_until_half_open, 1)} for state in upstreams.states()]
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/live", live)

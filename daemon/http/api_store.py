@@ -1,0 +1,73 @@
+"""Endpoints backed by the store: OpenAI-shaped embeddings, and clearing the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+from typing import Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from localllm.daemon.http.api_openai import read_json
+from localllm.daemon.http.app_keys import runtime_of
+from localllm.daemon.http.request_context import context_from_headers
+from localllm.daemon.http.security import TOKEN_NAMESPACE
+from localllm.daemon.requests import _Body, parse_request
+from localllm.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+
+MAX_INPUTS = 2048
+
+
+class EmbeddingsRequest(_Body):
+    model: str = Field(min_length=1)
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+def _embedder(request: web.Request):
+    services = runtime_of(request).services
+    if services.embedder is None:
+        raise ServiceUnavailable("No embedder is loaded: it comes with the semantic cache (cache.enabled = true).",
+                                 retry_after_s=60, code="embedder_unavailable")
+    return services.embedder
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    embedder = _embedder(request)
+    body = parse_request(EmbeddingsRequest, await read_json(request))
+    if body.model.lower() not in {embedder.name.lower(), "all-minilm-l6-v2"}:
+        raise ModelNotFound(f"The embedding model '{body.model}' is not served here; use '{embedder.name}'.",
+                            param="model")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if len(texts) > MAX_INPUTS:
+        raise InvalidRequest(f"At most {MAX_INPUTS} inputs per request; got {len(texts)}.", param="input")
+    loop = asyncio.get_running_loop()
+    busy = runtime_of(request).registry.generating
+    vectors = await loop.run_in_executor(None, functools.partial(embedder.embed, texts, cores_busy=busy))
+    tokens = await loop.run_in_executor(None, embedder.count_tokens, texts)
+    data = []
+    for i, vector in enumerate(vectors):
+        value = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
+                 else vector.tolist())
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return web.json_response({"object": "list", "data": data, "model": embedder.name,
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+async def clear_cache(request: web.Request) -> web.Response:
+    """DELETE /v1/localllm/cache: empty the caller's namespace (X-LocalLLM-Namespace), optionally one model."""
+    services = runtime_of(request).services
+    if services.cache is None:
+        raise ServiceUnavailable("The semantic cache is off (cache.enabled = false).", retry_after_s=60,
+                                 code="cache_disabled")
+    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
+    model = request.query.get("model") or None
+    removed = await services.cache.clear(namespace=ctx.namespace, model=model)
+    return web.json_response({"namespace": ctx.namespace, "model": model, "removed": removed})
+
+
+def add_store_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_delete("/v1/localllm/cache", clear_cache)

@@ -1,0 +1,1 @@
+"""Model files: the models directory, the catalog, pulling (resumable, verified) and reading GGUF headers."""

@@ -1,0 +1,1 @@
+"""The runtime (every part, opened once) and the pipeline that decides and acts on each request."""
