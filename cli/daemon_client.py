@@ -39,7 +39,7 @@ class DaemonClient:
                     body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
-        if not isinstance(body, dict) or "models" not in body:
+        if not isinstance(body, dict) or (body.get("service") != "localllm" and "models" not in body):
             return None  # something else listens on this port
         return body
 

@@ -27,7 +27,9 @@ def status_command(as_json: bool) -> None:
     else:
         click.echo(f"daemon: {health['status']} at {client.base_url} (pid {health.get('pid')}, "
                    f"up {health.get('uptime_s')} s, memory {health.get('memory_rss_mb')} MB)")
-        for model in health["models"]:
+        if "models" not in health:
+            click.echo("details: the daemon shows them only with its API token (`localllm token set`)")
+        for model in health.get("models", []):
             click.echo(f"model:  {model['id']}  {model['state']}  busy={model['busy']}  waiting={model['waiting']}")
         if health.get("error"):
             click.echo(f"error:  {health['error']}")

@@ -8,6 +8,7 @@ than silently ignored.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from localllm.decision.decide import RequestFacts
 from localllm.errors import InvalidRequest
 from localllm.vocabulary import Sampling
+
+_TOKEN_ID = re.compile(r"[0-9]{1,12}")
 
 
 class _Body(BaseModel):
@@ -78,7 +81,7 @@ class _Generation(_Body):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # OpenAI's: a 64-bit integer
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -98,17 +101,18 @@ class _Generation(_Body):
     @classmethod
     def _logit_bias(cls, value):
         for token, bias in (value or {}).items():
-            if not token.isdigit():
+            if not _TOKEN_ID.fullmatch(token):
                 raise ValueError(f"keys must be token ids (non-negative integers as strings), got {token!r}")
             if not -100 <= bias <= 100:
                 raise ValueError(f"biases must be between -100 and 100, got {bias} for token {token}")
         return value
 
-    @model_validator(mode="after")
-    def _single_choice(self):
-        if self.n != 1:
-            raise ValueError("only n=1 is supported")
-        return self
+    @field_validator("n")
+    @classmethod
+    def _single_choice(cls, value: int) -> int:
+        if value != 1:
+            raise _Unsupported("n", f"Only n=1 is supported (got n={value}): send one request per answer.")
+        return value
 
     def sampling(self) -> Sampling:
         defaults = Sampling()
@@ -208,11 +212,12 @@ class _Unsupported(ValueError):
         self.message = message
 
 
-def parse_request(model_type: type[_Generation], body: Any) -> Any:
+def parse_request(model_type: type[_Body], body: Any) -> Any:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     try:
-        return model_type.model_validate(body)
+        # Strict: a number must be a JSON number and a flag a JSON boolean ("10" and true are not max_tokens).
+        return model_type.model_validate(body, strict=True)
     except ValidationError as exc:
         raise _to_invalid_request(exc) from None
 

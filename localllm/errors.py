@@ -46,6 +46,18 @@ class ForbiddenHost(LocalLLMError):
     code = "host_not_allowed"
 
 
+class ForbiddenOrigin(LocalLLMError):
+    status = 403
+    error_type = "permission_error"
+    code = "origin_not_allowed"
+
+
+class UnsupportedMediaType(LocalLLMError):
+    status = 415
+    error_type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
 class ModelNotFound(LocalLLMError):
     status = 404
     error_type = "invalid_request_error"

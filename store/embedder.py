@@ -26,6 +26,7 @@ import numpy as np
 from localllm.errors import ConfigError
 
 DIMENSIONS = 384
+MODEL_ID = "all-MiniLM-L6-v2"  # what clients ask for, whichever backend computes it
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's window; longer input is truncated, as the model was trained
 TOKENIZER_FILE = Path(__file__).parent / "assets" / "minilm-tokenizer.json"
 

@@ -54,7 +54,7 @@ class StoreWriter:
 
     def _run(self) -> None:
         try:
-            db = open_database(self.path)
+            db = open_database(self.path, set_aside_if_corrupt=True)
         except BaseException as exc:  # surfaced to start()'s caller
             self._open_error = exc
             self._opened.set()

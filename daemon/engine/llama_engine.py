@@ -1,7 +1,7 @@
 """One GGUF model in llama.cpp: load it with a context for several sequences,
 render chat prompts, tokenize, turn tokens back into bytes.
 
-Generation lives in the batching scheduler (``batch_scheduler.py``), which owns
+Generation lives in the batching scheduler (``scheduler.py``), which owns
 the context and decodes many sequences in one ``llama_decode`` call. Every
 method here blocks; callers run them off the event loop. llama.cpp's vocabulary
 is read-only after load, so tokenizing may run beside generation.
@@ -139,6 +139,18 @@ class LlamaEngine:
         if len(tokens) > 1 and tokens[0] == tokens[1] == bos:
             del tokens[0]  # the template wrote its own BOS
         return tokens
+
+    def completion_prompt(self, text: str) -> list[int]:
+        """The tokens of a raw completion prompt. An empty prompt is the start of text alone (as
+        OpenAI's API treats it); a model without a start-of-text token cannot begin from nothing."""
+        tokens = self.tokenize(text)
+        if tokens:
+            return tokens
+        bos = self.model.token_bos()
+        if bos < 0:
+            raise InvalidRequest(f"The prompt is empty and model {self.name!r} has no start-of-text token to "
+                                 "begin from; send some text.", param="prompt")
+        return [bos]
 
     def piece(self, token: int) -> bytes:
         """The bytes a generated token stands for (control tokens render as nothing)."""

@@ -20,7 +20,7 @@ from localllm.daemon.engine.batch_decoder import END_OF_STREAM, BatchDecoder
 from localllm.daemon.engine.event_relay import EventRelay
 from localllm.daemon.engine.llama_engine import GenerationJob, LlamaEngine
 from localllm.daemon.engine.step_cost import StepCost
-from localllm.errors import LocalLLMError, ModelLoading, QueueFull, ServiceUnavailable
+from localllm.errors import InvalidRequest, LocalLLMError, ModelLoading, QueueFull, ServiceUnavailable
 from localllm.vocabulary import Finished, TextDelta
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,13 @@ class BatchScheduler:
         self.queue_size = queue_size
         self.state = "stopped"  # loading | ready | failed | stopped
         self.load_error: LocalLLMError | None = None
-        self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        # Requests accepted and not yet ended: at most n_parallel generating plus queue_size waiting. Counted
+        # at admission, not by the queue's length, so a burst that arrives while the engine thread is busy
+        # in a decode step gets exactly the capacity the settings say.
+        self.capacity = engine.settings.n_parallel + queue_size
+        self._admitted = 0
+        self._admitted_lock = threading.Lock()
+        self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._decoder: BatchDecoder | None = None
@@ -87,7 +93,7 @@ class BatchScheduler:
             return "model_failed"
         if self.state != "ready":
             return "model_loading"
-        if self._jobs.qsize() >= self.queue_size:
+        if self._admitted >= self.capacity:
             return "queue_full"
         return None
 
@@ -98,9 +104,10 @@ class BatchScheduler:
             raise self.load_error
         raise ModelLoading(f"Model {self.engine.name!r} is still loading; retry in a moment.", retry_after_s=2)
 
-    async def tokenize(self, text: str) -> list[int]:
+    async def completion_prompt(self, text: str) -> list[int]:
+        """A raw completion prompt's tokens (the start-of-text token alone for an empty one)."""
         self.check_ready()
-        return await asyncio.get_running_loop().run_in_executor(None, self.engine.tokenize, text)
+        return await asyncio.get_running_loop().run_in_executor(None, self.engine.completion_prompt, text)
 
     async def render_and_tokenize(self, messages: list[dict]) -> list[int]:
         self.check_ready()
@@ -114,15 +121,18 @@ class BatchScheduler:
         """Queue ``job`` and yield its events. Leaving the loop early cancels the job."""
         self.check_ready()
         self.engine.check_sampling(job.sampling)
-        events: asyncio.Queue = asyncio.Queue()
-        emit = self._relay.emitter(asyncio.get_running_loop(), events.put_nowait, job.cancel)
+        if not job.prompt_tokens:
+            raise InvalidRequest("The prompt is empty: nothing to generate from.", param="prompt")
+        with self._admitted_lock:
+            if self._admitted >= self.capacity:
+                raise QueueFull(
+                    f"The engine is full ({self.engine.settings.n_parallel} requests generating and "
+                    f"{self.queue_size} waiting); retry shortly, or raise engine.queue_size.", retry_after_s=2)
+            self._admitted += 1
         try:
+            events: asyncio.Queue = asyncio.Queue()
+            emit = self._relay.emitter(asyncio.get_running_loop(), events.put_nowait, job.cancel)
             self._jobs.put_nowait((job, emit))
-        except queue.Full:
-            raise QueueFull(
-                f"The engine queue is full ({self.queue_size} requests waiting); retry shortly "
-                "or raise engine.queue_size.", retry_after_s=2) from None
-        try:
             while True:
                 event = await events.get()
                 if event is END_OF_STREAM:
@@ -132,6 +142,8 @@ class BatchScheduler:
                 yield event
         finally:
             job.cancel.set()  # no-op when finished; stops generation when the consumer left early
+            with self._admitted_lock:
+                self._admitted -= 1
 
     def _run(self) -> None:
         try:

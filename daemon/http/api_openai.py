@@ -17,7 +17,8 @@ from localllm.daemon.http.security import TOKEN_NAMESPACE
 from localllm.daemon.http.sse import ClientGone, SSEWriter
 from localllm.daemon.pipeline.generation import Generation
 from localllm.daemon.requests import ChatCompletionRequest, CompletionRequest, parse_request
-from localllm.errors import InvalidRequest, LocalLLMError, PayloadTooLarge
+from localllm.errors import InvalidRequest, LocalLLMError, PayloadTooLarge, UnsupportedMediaType
+from localllm.store.embedder import MODEL_ID
 from localllm.vocabulary import AnswerText, Finished, TextDelta
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,19 @@ CACHE_HEADER = "X-LocalLLM-Cache"
 SIMILARITY_HEADER = "X-LocalLLM-Cache-Similarity"
 FALLBACK_HEADER = "X-LocalLLM-Fallback-Reason"
 ROUTE_REASON_HEADER = "X-LocalLLM-Route-Reason"
-# Answered without a token: liveness and readiness, for supervisors and `localllm status`.
+# Answered without a token: liveness and readiness, for supervisors and `localllm status`. Without a
+# valid token (when one is set) they say only whether the daemon is up and ready.
 PUBLIC_PATHS = frozenset({"/health", "/health/live"})
+SHOW_DETAILS = web.RequestKey("show_details", bool)
 
 
 async def read_json(request: web.Request) -> object:
+    """The body as JSON: only with a JSON content type (a web page's form or text/plain post is not
+    an API call), at most ``MAX_JSON_DEPTH`` deep, and with valid Unicode text."""
+    if not _is_json(request.content_type):
+        raise UnsupportedMediaType(
+            f"Send the body as JSON with `Content-Type: application/json` (got {request.content_type!r}); "
+            "with curl, add -H 'Content-Type: application/json'.")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -40,10 +49,64 @@ async def read_json(request: web.Request) -> object:
             "send less, or raise server.max_body_bytes.") from None
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
+    if _depth_exceeds(raw, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"The request body nests JSON more than {MAX_JSON_DEPTH} levels deep.")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+    if b"\\u" in raw and _holds_lone_surrogate(body):
+        raise InvalidRequest("The request body holds a lone UTF-16 surrogate escape (like \\ud800), which is not "
+                             "text; send valid Unicode.")
+    return body
+
+
+# Deeper than any real request (OpenAI's tool schemas stay far below): refused before parsing, which
+# would otherwise recurse until Python's limit.
+MAX_JSON_DEPTH = 64
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def _depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (a linear scan, no parsing)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def _holds_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(item) for item in value)
+    return False
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -137,7 +200,10 @@ async def list_models(request: web.Request) -> web.Response:
     started = int(request.app[STARTED_AT])
     data = [{"id": s.model_name, "object": "model", "created": started, "owned_by": "localllm"}
             for s in request.app[REGISTRY].all()]
-    upstreams = runtime_of(request).upstreams
+    runtime = runtime_of(request)
+    if runtime.services.embedder is not None:
+        data.append({"id": MODEL_ID, "object": "model", "created": started, "owned_by": "localllm"})
+    upstreams = runtime.upstreams
     for name in upstreams.names() if upstreams is not None else []:
         model = upstreams.get(name).settings.model
         data.append({"id": f"{name}/{model}", "object": "model", "created": started, "owned_by": name})
@@ -146,7 +212,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def live(request: web.Request) -> web.Response:
     """Liveness: the process serves HTTP (it may still be starting; /health says when it is ready)."""
-    return web.json_response({"status": "alive", "uptime_s": round(time.time() - request.app[STARTED_AT], 1)})
+    return web.json_response({"service": "localllm", "status": "alive"})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -166,9 +232,13 @@ async def health(request: web.Request) -> web.Response:
         status = "loading"
     else:
         status = "error"
+    http_status = 200 if status == "ok" else 503
+    if not request.get(SHOW_DETAILS, True):
+        return web.json_response({"service": "localllm", "status": status, "ready": status == "ok"},
+                                 status=http_status)
     process = psutil.Process()
     services = runtime.services if runtime is not None else None
-    payload = {"status": status, "ready": status == "ok", "models": models,
+    payload = {"service": "localllm", "status": status, "ready": status == "ok", "models": models,
                "uptime_s": round(time.time() - request.app[STARTED_AT], 1),
                "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1),
                "cache": services.cache_state if services is not None else "starting",
@@ -180,7 +250,7 @@ async def health(request: web.Request) -> web.Response:
         payload["error"] = slot.error
     if runtime is not None:
         payload["cascade"] = dict(runtime.pipeline.cascade_counts)
-    return web.json_response(payload, status=200 if status == "ok" else 503)
+    return web.json_response(payload, status=http_status)
 
 
 def _upstream_states(runtime) -> list[dict]:

@@ -16,6 +16,7 @@ from localllm.daemon.http.request_context import context_from_headers
 from localllm.daemon.http.security import TOKEN_NAMESPACE
 from localllm.daemon.requests import _Body, parse_request
 from localllm.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from localllm.store.embedder import MODEL_ID
 
 MAX_INPUTS = 2048
 
@@ -24,6 +25,7 @@ class EmbeddingsRequest(_Body):
     model: str = Field(min_length=1)
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
 
 
 def _embedder(request: web.Request):
@@ -37,9 +39,12 @@ def _embedder(request: web.Request):
 async def embeddings(request: web.Request) -> web.Response:
     embedder = _embedder(request)
     body = parse_request(EmbeddingsRequest, await read_json(request))
-    if body.model.lower() not in {embedder.name.lower(), "all-minilm-l6-v2"}:
-        raise ModelNotFound(f"The embedding model '{body.model}' is not served here; use '{embedder.name}'.",
+    if body.model.lower() not in {embedder.name.lower(), MODEL_ID.lower()}:
+        raise ModelNotFound(f"The embedding model '{body.model}' is not served here; use '{MODEL_ID}'.",
                             param="model")
+    if body.dimensions is not None and body.dimensions != embedder.dimensions:
+        raise InvalidRequest(f"{MODEL_ID} gives {embedder.dimensions}-dimensional vectors and cannot shorten "
+                             f"them; leave out `dimensions` or set it to {embedder.dimensions}.", param="dimensions")
     texts = [body.input] if isinstance(body.input, str) else body.input
     if len(texts) > MAX_INPUTS:
         raise InvalidRequest(f"At most {MAX_INPUTS} inputs per request; got {len(texts)}.", param="input")
@@ -52,7 +57,7 @@ async def embeddings(request: web.Request) -> web.Response:
         value = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
                  else vector.tolist())
         data.append({"object": "embedding", "index": i, "embedding": value})
-    return web.json_response({"object": "list", "data": data, "model": embedder.name,
+    return web.json_response({"object": "list", "data": data, "model": MODEL_ID,
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 

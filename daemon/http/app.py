@@ -19,12 +19,12 @@ from aiohttp import web
 
 from localllm.config import Settings
 from localllm.daemon.engine.model_registry import ModelRegistry
-from localllm.daemon.http.api_openai import PUBLIC_PATHS, add_routes
+from localllm.daemon.http.api_openai import PUBLIC_PATHS, SHOW_DETAILS, add_routes
 from localllm.daemon.http.api_route import add_route_routes
 from localllm.daemon.http.api_store import add_store_routes
 from localllm.daemon.http.app_keys import REGISTRY, RUNTIME, SETTINGS, STARTED_AT, RuntimeSlot
 from localllm.daemon.http.request_context import NAMESPACE_HEADER
-from localllm.daemon.http.security import HostCheck, TokenCheck, cors_headers
+from localllm.daemon.http.security import HostCheck, OriginCheck, TokenCheck, cors_headers
 from localllm.daemon.pipeline.runtime import Runtime, open_runtime
 from localllm.errors import LocalLLMError, PayloadTooLarge, ServiceUnavailable
 from localllm.store.request_log import RequestRecord
@@ -60,6 +60,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
     leaves models and runtime to their owner.
     """
     host_check = HostCheck(settings.server.host, settings.server.allowed_hosts)
+    origin_check = OriginCheck(settings.server.cors_origins, settings.server.allowed_hosts)
     token_check = TokenCheck(api_token, namespace_tokens)
     origins = settings.server.cors_origins
 
@@ -68,9 +69,12 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
         cors = cors_headers(request, origins)
         try:
             host_check.check(request)
+            origin_check.check(request)
             if request.method == "OPTIONS" and cors:
                 return web.Response(status=204, headers=cors)
-            if request.path not in PUBLIC_PATHS:
+            if request.path in PUBLIC_PATHS:  # answered to anyone; details only with a valid token
+                request[SHOW_DETAILS] = token_check.allows(request)
+            else:
                 token_check.check(request)
             if request.content_length is not None and request.content_length > settings.server.max_body_bytes:
                 raise PayloadTooLarge(

@@ -68,8 +68,18 @@ class Pipeline:
 
     async def decide(self, request: ChatCompletionRequest, ctx: RequestContext, *, dry_run: bool = False
                      ) -> Decision:
-        """Where ``request`` goes and why; with ``dry_run`` nothing is counted (POST /v1/route)."""
-        return await self.decider.decide(request.facts(), ctx, dry_run=dry_run)
+        """Where ``request`` goes and why; with ``dry_run`` nothing is counted (POST /v1/route), and what
+        the local model would refuse when generating (a prompt or max_tokens beyond its context, a
+        logit_bias outside its vocabulary) is refused here too."""
+        facts = request.facts()
+        decision = await self.decider.decide(facts, ctx, dry_run=dry_run)
+        if dry_run and isinstance(decision, AnswerLocally):
+            scheduler = decision.model
+            prompt_tokens = await scheduler.render_and_tokenize(facts.messages)
+            scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens,
+                                        shrink=decision.fallback_reason is not None)
+            scheduler.engine.check_sampling(request.sampling())
+        return decision
 
     async def chat(self, request: ChatCompletionRequest, ctx: RequestContext | None = None) -> Generation:
         ctx = ctx or RequestContext()
@@ -191,7 +201,7 @@ class Pipeline:
         cache = await self.decider.check_cache(key, request.deterministic, ctx)
         if cache.hit is not None:
             return self._replay(gen_id, scheduler.model_name, cache, record, ctx)
-        prompt_tokens = await scheduler.tokenize(request.prompt)
+        prompt_tokens = await scheduler.completion_prompt(request.prompt)
         as_messages = [{"role": "user", "content": request.prompt}]
         findings = PendingFindings(lambda: self.decider.scan(as_messages), eager=False)
         return self._generate(gen_id, scheduler, prompt_tokens, request.sampling(), request.max_tokens, record,

@@ -101,7 +101,7 @@ async def test_text_completion_endpoint(make_client):
 async def test_models_list(make_client):
     client = sdk(await make_client())
     models = await client.models.list()
-    assert [m.id for m in models.data] == [DEFAULT_MODEL]
+    assert [m.id for m in models.data] == [DEFAULT_MODEL, "all-MiniLM-L6-v2"]  # the chat model, the embedder
 
 
 async def test_model_aliases_resolve_to_the_served_model(make_client, default_model_file):

@@ -59,7 +59,7 @@ async def test_chunked_body_too_large_is_413(make_client):
     async def chunks():
         yield json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
 
-    response = await client.post("/v1/chat/completions", data=chunks())
+    response = await client.post("/v1/chat/completions", data=chunks(), headers={"Content-Type": "application/json"})
     assert response.status == 413
     assert_openai_error(await response.json())
 

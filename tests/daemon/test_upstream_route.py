@@ -88,7 +88,7 @@ async def test_wrong_model_for_an_upstream_is_404(make_client, fake_cloud, upstr
         await client.chat.completions.create(model="cloudy/other-model", messages=[{"role": "user", "content": "x"}])
     assert "gpt-test" in info.value.body["message"]
     models = [m.id for m in (await client.models.list()).data]
-    assert models == [DEFAULT_MODEL, "cloudy/gpt-test"]
+    assert models == [DEFAULT_MODEL, "all-MiniLM-L6-v2", "cloudy/gpt-test"]
 
 
 async def test_sentinel_key_never_leaks(make_client, fake_cloud, upstream_key, caplog):

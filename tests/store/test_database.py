@@ -6,6 +6,7 @@ import stat
 
 import pytest
 
+from localllm.config import DEFAULT_MODEL
 from localllm.store.database import database_path, open_database
 from localllm.store.migrations import MIGRATIONS
 
@@ -78,3 +79,27 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
         assert process.returncode == 0, stderr.decode()
     db = open_database(path)
     assert len(MIGRATIONS.applied(db)) == len(MIGRATIONS._migrations)
+
+
+async def test_a_corrupt_database_is_set_aside_and_the_daemon_serves(make_client, caplog):
+    """The daemon's writer moves a damaged file aside (kept, never deleted) and starts a fresh one;
+    a reader (a CLI command) says what is wrong and leaves the file alone."""
+    from localllm.errors import ConfigError
+
+    path = database_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    garbage = b"this is not a database at all " * 200
+    path.write_bytes(garbage)
+    with pytest.raises(ConfigError, match="corrupt"):
+        open_database()
+    assert path.read_bytes() == garbage
+
+    client = await make_client()
+    answered = await client.post("/v1/chat/completions", json={
+        "model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    assert answered.status == 200
+    aside = list(path.parent.glob("localllm.db.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == garbage
+    assert open_database()["requests"].count == 1
+    warning = next(r.getMessage() for r in caplog.records if "corrupt" in r.getMessage())
+    assert str(aside[0]) in warning and ".recover" in warning
