@@ -34,6 +34,8 @@ from pathlib import Path
 from localllm.config import DEFAULT_MODEL
 
 SERVER_NAMES = ("localllm", "llama-server", "llama-cpp-python")
+# An earlier localllm, installed in another environment (--baseline-python): A/B of a change, same run.
+BASELINE = "localllm-baseline"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ServerOptions:
     llama_server_args: tuple[str, ...] = ()
     kv_cache_type: str | None = None  # "f16" | "q8_0" for all three; None: each server's default
     localllm_env: tuple[tuple[str, str], ...] = ()  # extra LOCALLLM_* settings, applied last
+    baseline_python: Path | None = None  # the python of an environment with another localllm installed
 
 
 # ggml type ids for llama-cpp-python's --type_k/--type_v
@@ -86,15 +89,17 @@ def free_port() -> int:
 
 
 def _launch(name: str, command: list[str], workdir: Path, *, model: str, port: int, settings: dict,
-            env: dict | None = None) -> RunningServer:
+            env: dict | None = None, cwd: Path | None = None) -> RunningServer:
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=cwd)
     return RunningServer(name, f"http://127.0.0.1:{port}", model, process, log_path, command, settings)
 
 
-def start_localllm(options: ServerOptions, workdir: Path) -> RunningServer:
-    home = workdir / "localllm-home"
+def start_localllm(options: ServerOptions, workdir: Path, *, name: str = "localllm",
+                   python: str = sys.executable) -> RunningServer:
+    home = workdir / f"{name}-home"
     models = home / "data" / "models"
     models.mkdir(parents=True, exist_ok=True)
     link = models / options.model_path.name
@@ -109,8 +114,16 @@ def start_localllm(options: ServerOptions, workdir: Path) -> RunningServer:
         settings["LOCALLLM_ENGINE_KV_CACHE_TYPE"] = options.kv_cache_type
     settings.update(options.localllm_env)
     env = {**os.environ, "LOCALLLM_HOME": str(home), "LOCALLLM_SERVER_PORT": str(port), **settings}
-    return _launch("localllm", [sys.executable, "-m", "localllm.cli", "serve"], workdir, model=DEFAULT_MODEL,
-                   port=port, settings=settings, env=env)
+    # Started outside the repository, so that `python -m localllm.cli` finds the environment's own install.
+    return _launch(name, [python, "-m", "localllm.cli", "serve"], workdir, model=DEFAULT_MODEL,
+                   port=port, settings=settings, env=env, cwd=workdir)
+
+
+def start_localllm_baseline(options: ServerOptions, workdir: Path) -> RunningServer:
+    if options.baseline_python is None:
+        raise SystemExit(f"{BASELINE} needs --baseline-python: the python of an environment where the localllm "
+                         "to compare with is installed (pip install <its checkout>)")
+    return start_localllm(options, workdir, name=BASELINE, python=str(options.baseline_python))
 
 
 def start_llama_server(options: ServerOptions, workdir: Path) -> RunningServer:
@@ -143,7 +156,7 @@ def start_llama_cpp_python(options: ServerOptions, workdir: Path) -> RunningServ
 
 
 STARTERS = {"localllm": start_localllm, "llama-server": start_llama_server,
-            "llama-cpp-python": start_llama_cpp_python}
+            "llama-cpp-python": start_llama_cpp_python, BASELINE: start_localllm_baseline}
 
 
 def _ready(server: RunningServer) -> bool:
@@ -154,7 +167,7 @@ def _ready(server: RunningServer) -> bool:
         with urllib.request.urlopen(server.url + path, timeout=1) as response:
             if response.status != 200:
                 return False
-            if server.name == "localllm":
+            if server.name in ("localllm", BASELINE):
                 return json.loads(response.read()).get("cache") in ("on", "off")
             return True
     except (OSError, ValueError):
@@ -183,6 +196,10 @@ def version_of(name: str, options: ServerOptions) -> str:
         return (result.stdout + result.stderr).strip().splitlines()[0] if result.returncode == 0 else "?"
     import importlib.metadata
 
+    if name == BASELINE and options.baseline_python is not None:
+        result = subprocess.run([str(options.baseline_python), "-c", "import importlib.metadata as m; "
+                                 "print(m.version('localllm'))"], capture_output=True, text=True)
+        return f"{result.stdout.strip() or '?'} ({options.baseline_python})"
     if name != "localllm":
         return importlib.metadata.version("llama_cpp_python")
     repo = Path(__file__).resolve().parent.parent

@@ -64,7 +64,15 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine_servers import SERVER_NAMES, STARTERS, RunningServer, ServerOptions, version_of, wait_ready  # noqa: E402
+from engine_servers import (  # noqa: E402
+    BASELINE,
+    SERVER_NAMES,
+    STARTERS,
+    RunningServer,
+    ServerOptions,
+    version_of,
+    wait_ready,
+)
 from foreign_cpu import ForeignCpu  # noqa: E402
 from llama_cpp_build import BuildError, LlamaCppBinaries, build, cache_dir, llama_cpp_python_version  # noqa: E402
 
@@ -290,7 +298,9 @@ def report(rounds: dict, prefix: dict, ceiling: dict | None, order: list[str]) -
                                                (8, "aggregate_tps", 1.0, True), (1, "ttft_p50_s", None, False),
                                                (8, "ttft_p50_s", 1.0, False))),
                              ("llama-cpp-python", ((1, "aggregate_tps", None, True), (8, "aggregate_tps", 2.0, True),
-                                                   (8, "ttft_p50_s", None, False)))):
+                                                   (8, "ttft_p50_s", None, False))),
+                             (BASELINE, ((1, "aggregate_tps", None, True), (8, "aggregate_tps", None, True),
+                                         (1, "ttft_p50_s", None, False), (8, "ttft_p50_s", None, False)))):
         for c, key, target, higher in checks:
             if c in local and c in rounds.get(baseline, {}):
                 what = "tokens/s" if key == "aggregate_tps" else "first-token p50"
@@ -348,10 +358,15 @@ def main() -> None:
     parser.add_argument("--no-llama-bench", action="store_true")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     parser.add_argument("--log-dir", type=Path, help="keep the servers' logs (and localllm's home) here")
+    parser.add_argument("--baseline-python", type=Path,
+                        help=f"with --servers ...,{BASELINE}: the python of another environment whose installed "
+                             "localllm (an earlier commit) runs beside this one, for an A/B of a change")
     args = parser.parse_args()
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
-    if unknown := set(names) - set(SERVER_NAMES):
-        parser.error(f"unknown servers {sorted(unknown)}; choose from {', '.join(SERVER_NAMES)}")
+    if unknown := set(names) - {*SERVER_NAMES, BASELINE}:
+        parser.error(f"unknown servers {sorted(unknown)}; choose from {', '.join((*SERVER_NAMES, BASELINE))}")
+    if BASELINE in names and args.baseline_python is None:
+        parser.error(f"{BASELINE} needs --baseline-python")
     levels = [int(c) for c in args.concurrency.split(",")]
     localllm_env = []
     for setting in args.localllm_setting:
@@ -380,7 +395,8 @@ def main() -> None:
     logit_bias, tokenize = end_of_generation_bias(model_path)
     options = ServerOptions(model_path, args.threads, args.n_ctx, args.n_batch, args.n_parallel,
                             binaries.server if binaries else None, tuple(args.llama_server_args.split()),
-                            None if args.kv_cache_type == "default" else args.kv_cache_type, tuple(localllm_env))
+                            None if args.kv_cache_type == "default" else args.kv_cache_type, tuple(localllm_env),
+                            args.baseline_python)
     print(f"model {model_path.name}, threads {args.threads}, n_ctx {args.n_ctx}/sequence, n_batch {args.n_batch}, "
           f"{args.repeats} x {args.requests_per_client} requests per client, {args.tokens}-token answers "
           f"(banned end-of-generation tokens {sorted(int(t) for t in logit_bias)})", file=sys.stderr)
