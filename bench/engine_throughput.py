@@ -38,6 +38,11 @@ shared 2-core machine anything above ~0.1 makes that round's figures noise
         [--concurrency 1,4,8] [--servers localllm,llama-server,llama-cpp-python]
         [--skip-build] [--json results.json] [--log-dir DIR]
         [--kv-cache-type default|f16|q8_0] [--llama-server-args='--kv-unified']
+        [--servers localllm,localllm-baseline --baseline-python OTHER_VENV/bin/python]
+
+With ``localllm-baseline`` an earlier localllm (installed in another environment,
+e.g. a worktree of an older commit with ``pip install .``) runs beside this one,
+and the ratios against it are the A/B of what changed in between.
 
 The first run builds llama-server and llama-bench (15-20 minutes on 2 cores,
 cached in ~/.cache/localllm-bench); a full run takes about 5 minutes.
