@@ -81,6 +81,18 @@ class ServiceUnavailable(LocalLLMError):
         self.retry_after_s = retry_after_s
 
 
+class RateLimited(LocalLLMError):
+    """Too many requests with one token; the client should wait ``retry_after_s``."""
+
+    status = 429
+    error_type = "requests"  # OpenAI's type for rate limits
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class QueueFull(ServiceUnavailable):
     code = "queue_full"
 

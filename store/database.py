@@ -29,8 +29,13 @@ def database_path() -> Path:
 
 def _create_private(path: Path) -> None:
     """Create the file (and its directory) readable by this user only, before SQLite opens it."""
-    paths.ensure_private_dir(path.parent)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        paths.ensure_private_dir(path.parent)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create the database in {path.parent}: {exc.strerror}. The data directory must "
+                          "be writable by the user running localllm: fix its permissions, or point LOCALLLM_HOME "
+                          "elsewhere.") from None
     os.close(fd)
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import sqlite_utils
 
 from localllm.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
 
 
 def prompt_sha256(payload: object) -> str:
@@ -44,9 +52,22 @@ class RequestRecord:
 
 
 class RequestLog:
-    def __init__(self, writer: StoreWriter, *, log_prompts: bool = False):
+    """Writes request rows through the store's writer. A row that cannot be written (disk full, an I/O
+    error) never fails the request it describes: it waits in a bounded backlog and goes in with the next
+    write that succeeds; beyond ``max_backlog`` the oldest are dropped and counted."""
+
+    def __init__(self, writer: StoreWriter, *, log_prompts: bool = False, max_backlog: int = 10_000):
         self.writer = writer
         self.log_prompts = log_prompts
+        self.dropped = 0  # rows lost for good (backlog overflow)
+        self._backlog: deque[dict] = deque()
+        self._max_backlog = max_backlog
+        self._lock = threading.Lock()  # the backlog is touched from the writer's thread too
+        self._failing_since: float | None = None
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
 
     def _row(self, record: RequestRecord) -> dict:
         row = asdict(record)
@@ -56,14 +77,41 @@ class RequestLog:
         return row
 
     async def record(self, record: RequestRecord) -> None:
-        """Write the row; returns once it is committed."""
-        row = self._row(record)
-        await self.writer.write(lambda db: db["requests"].insert(row))
+        """Write the row; returns once it is committed, or once it is known not to be (kept for later)."""
+        future = self._submit(self._row(record))
+        try:
+            await asyncio.wrap_future(future)
+        except Exception:  # noted in the backlog by _submit's callback; the answer goes on
+            pass
 
     def record_soon(self, record: RequestRecord) -> None:
         """Queue the row without waiting (for requests nobody is waiting on any more)."""
-        row = self._row(record)
-        self.writer.submit(lambda db: db["requests"].insert(row))
+        self._submit(self._row(record))
+
+    def _submit(self, row: dict) -> Future:
+        with self._lock:
+            rows = [*self._backlog, row]
+            self._backlog.clear()
+        future = self.writer.submit(lambda db: db["requests"].insert_all(rows))
+        future.add_done_callback(lambda done: self._settle(done, rows))
+        return future
+
+    def _settle(self, done: Future, rows: list[dict]) -> None:
+        if done.exception() is None:
+            if self._failing_since is not None:
+                log.warning("request log writes resumed after %.0f s; %d rows dropped meanwhile",
+                            time.monotonic() - self._failing_since, self.dropped)
+                self._failing_since = None
+            return
+        with self._lock:
+            self._backlog.extendleft(reversed(rows))  # before anything queued since, in request order
+            while len(self._backlog) > self._max_backlog:
+                self._backlog.popleft()
+                self.dropped += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning("the request log cannot be written (%s); keeping up to %d rows in memory until it can",
+                        done.exception(), self._max_backlog)
 
 
 def recent_requests(db: sqlite_utils.Database, limit: int = 20) -> list[dict]:

@@ -85,8 +85,8 @@ class StoreWriter:
                             results.append((future, fn(db), None))
                     except Exception as exc:
                         results.append((future, None, exc))
-        except Exception as exc:  # the commit itself failed (disk full, I/O error)
-            log.error("store commit failed: %s", exc)
+        except Exception as exc:  # the commit itself failed (disk full, I/O error): callers decide
+            log.debug("store commit failed: %s", exc)
             for _, future in batch:
                 future.set_exception(exc)
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,10 +24,11 @@ from localllm.daemon.http.api_openai import PUBLIC_PATHS, SHOW_DETAILS, add_rout
 from localllm.daemon.http.api_route import add_route_routes
 from localllm.daemon.http.api_store import add_store_routes
 from localllm.daemon.http.app_keys import REGISTRY, RUNTIME, SETTINGS, STARTED_AT, RuntimeSlot
+from localllm.daemon.http.rate_limit import RateLimiter
 from localllm.daemon.http.request_context import NAMESPACE_HEADER
 from localllm.daemon.http.security import HostCheck, OriginCheck, TokenCheck, cors_headers
 from localllm.daemon.pipeline.runtime import Runtime, open_runtime
-from localllm.errors import LocalLLMError, PayloadTooLarge, ServiceUnavailable
+from localllm.errors import LocalLLMError, PayloadTooLarge, RateLimited, ServiceUnavailable
 from localllm.store.request_log import RequestRecord
 from localllm.vocabulary import DEFAULT_NAMESPACE
 
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def error_response(exc: LocalLLMError, extra_headers: dict[str, str] | None = None) -> web.Response:
     headers = dict(extra_headers or {})
-    if isinstance(exc, ServiceUnavailable):
+    if isinstance(exc, ServiceUnavailable | RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
     return web.json_response(exc.to_openai(), status=exc.status, headers=headers)
 
@@ -61,6 +63,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
     """
     host_check = HostCheck(settings.server.host, settings.server.allowed_hosts)
     origin_check = OriginCheck(settings.server.cors_origins, settings.server.allowed_hosts)
+    rate_limiter = RateLimiter(settings.server.rate_limit_per_minute)
     token_check = TokenCheck(api_token, namespace_tokens)
     origins = settings.server.cors_origins
 
@@ -76,6 +79,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
                 request[SHOW_DETAILS] = token_check.allows(request)
             else:
                 token_check.check(request)
+                rate_limiter.take(_rate_key(request) if token_check.tokens else "-")
             if request.content_length is not None and request.content_length > settings.server.max_body_bytes:
                 raise PayloadTooLarge(
                     f"The request body ({request.content_length} bytes) is larger than the "
@@ -128,11 +132,20 @@ async def _build_runtime(settings: Settings, registry: ModelRegistry, slot: Runt
         slot.runtime = await open_runtime(settings, registry)
     except Exception as exc:
         slot.error = str(exc) or type(exc).__name__
-        log.error("localllm could not start: %s", slot.error)
         if on_failure is not None:
-            on_failure(exc)
+            on_failure(exc)  # the server stops and reports it
+        else:
+            log.error("localllm could not start: %s", slot.error)
         return
     log.info("runtime ready in %.1f s (guard, router, cache)", time.perf_counter() - started)
+
+
+def _rate_key(request: web.Request) -> str:
+    """Whose allowance a request spends: its (checked) token's, keyed by a hash, never the token itself."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if not presented.strip():
+        return "-"
+    return hashlib.sha256(presented.strip().encode()).hexdigest()
 
 
 def _log_refused(request: web.Request, exc: LocalLLMError) -> None:

@@ -70,8 +70,11 @@ async def serve(settings: Settings, model_names: list[str], *, ready: asyncio.Ev
     # aiohttp arms its keep-alive timer when a connection opens and closes it if no
     # complete request head arrived by then: that is the header read timeout
     # (slow-loris protection), and it also bounds idle keep-alive connections.
+    # On stop: the socket closes at once, requests in flight get shutdown_grace_s to finish, then the
+    # runtime and the models are freed.
     runner = web.AppRunner(app, keepalive_timeout=settings.server.header_timeout_s,
-                           handler_cancellation=True, access_log=None)
+                           handler_cancellation=True, access_log=None,
+                           shutdown_timeout=settings.server.shutdown_grace_s)
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
     try:

@@ -14,6 +14,7 @@ this same pipeline, built by ``runtime.open_runtime``.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -255,6 +256,8 @@ class Pipeline:
         try:
             await self.decider.cache.store(namespace, key.scope, key.question, vector, model, text, finish_reason,
                                            usage)
+        except sqlite3.Error as exc:  # a full disk, an I/O error: the answer goes on, uncached
+            log.warning("semantic cache store failed: %s", exc)
         except Exception:  # a cache write must never fail the answer it would cache
             log.exception("semantic cache store failed")
 

@@ -9,6 +9,7 @@ it can fall back from a failure anywhere in it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -71,7 +72,10 @@ class UpstreamSender:
                 max_tokens = max_tokens or self.budget.settings.default_max_tokens
                 reservation = self.budget.reserve(upstream.name, worst_case_usd(
                     upstream.settings, estimate_prompt_tokens(sent), max_tokens))
-            await self._audit_egress(decision, sent, record, ctx)
+            if not await self._audit_egress(decision, sent, record, ctx):
+                if reservation is not None:
+                    self.budget.release(reservation)
+                return UpstreamFailed("audit_unavailable")
             request = UpstreamRequest(messages=sent, max_tokens=max_tokens, temperature=call.temperature,
                                       top_p=call.top_p, stop=list(call.stop), seed=call.seed)
             opened = await open_upstream(upstream, request)
@@ -88,11 +92,21 @@ class UpstreamSender:
         return UpstreamAnswered(self._relay(opened, record, ctx.started_at, reservation, store_answer, vault))
 
     async def _audit_egress(self, decision: SendUpstream, sent: list[dict], record: RequestRecord,
-                            ctx: RequestContext) -> None:
+                            ctx: RequestContext) -> bool:
+        """Write the egress audit row; False if it cannot be written (then nothing may leave)."""
         if self.audit is None:
-            return
-        upstream = decision.upstream
+            return True
         # Committed before anything is sent: a crash mid-request still leaves the trace.
+        try:
+            await self._write_audit(decision, sent, record, ctx)
+        except sqlite3.Error as exc:
+            log.warning("the egress audit cannot be written (%s): answering locally, nothing is sent", exc)
+            return False
+        return True
+
+    async def _write_audit(self, decision: SendUpstream, sent: list[dict], record: RequestRecord,
+                           ctx: RequestContext) -> None:
+        upstream = decision.upstream
         await self.audit.record(EgressRecord(
             upstream=upstream.name, trust=upstream.settings.trust, model=upstream.settings.model,
             action=decision.verdict.action, redacted=count_types(decision.verdict.to_redact),

@@ -21,5 +21,11 @@ class ServerSettings(Section):
         "(DNS-rebinding protection).")
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser. Empty: CORS off.")
+    rate_limit_per_minute: int = Field(
+        0, ge=0, le=1_000_000, description="Requests a minute allowed per API token (callers without a token "
+        "share one allowance); beyond it, 429 with Retry-After. 0 = no limit.")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, le=3600, description="On SIGTERM or Ctrl-C, how long requests in flight may take to finish "
+        "(no new ones are taken); then they are cut off and the daemon exits.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     header_timeout_s: float = Field(10.0, gt=0, le=300, description="Seconds a client has to send request headers.")

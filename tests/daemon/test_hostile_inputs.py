@@ -193,3 +193,35 @@ async def test_the_embedding_model_is_listed_and_named_as_it_is_asked_for(make_c
     assert shortened.status == 400 and (await shortened.json())["error"]["param"] == "dimensions"
     full = await client.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 384})
     assert full.status == 200 and len((await full.json())["data"][0]["embedding"]) == 384
+
+
+async def test_each_token_has_its_own_rate_limit(make_client):
+    client = await make_client(make_settings(rate_limit_per_minute=3), api_token="main",
+                               namespace_tokens={"team-a": "token-a"})
+    main = {"Authorization": "Bearer main"}
+    for _ in range(3):
+        assert (await client.get("/v1/models", headers=main)).status == 200
+    limited = await client.get("/v1/models", headers=main)
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert_openai_error(await limited.json(), "rate_limit_exceeded")
+    # Another token has its own allowance; health stays answerable.
+    assert (await client.get("/v1/models", headers={"Authorization": "Bearer token-a"})).status == 200
+    assert (await client.get("/health/live")).status == 200
+
+
+def test_the_allowance_refills_at_the_limits_pace():
+    from localllm.daemon.http.rate_limit import RateLimiter
+    from localllm.errors import RateLimited
+
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0])  # one a second
+    for _ in range(60):
+        limiter.take("t")
+    with pytest.raises(RateLimited) as refused:
+        limiter.take("t")
+    assert refused.value.retry_after_s == 1
+    now[0] += 1.0
+    limiter.take("t")  # one more after a second
+    with pytest.raises(RateLimited):
+        limiter.take("t")
+    RateLimiter(0).take("t")  # 0: no limit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -109,3 +110,63 @@ def test_real_serve_subprocess_answers_ask_and_status_then_stops(models_dir, loc
         _, stderr = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr
+
+
+def _start_daemon(localllm_home, **settings) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "LOCALLLM_HOME": str(localllm_home), "LOCALLLM_SERVER_PORT": str(port),
+           "LOCALLLM_ENGINE_N_CTX": "2048", "LOCALLLM_ENGINE_N_THREADS": "2", "LOCALLLM_CACHE_ENABLED": "false",
+           **{f"LOCALLLM_{key.upper()}": str(value) for key, value in settings.items()}}
+    daemon = subprocess.Popen([sys.executable, "-m", "localllm.cli", "serve"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while True:
+        assert daemon.poll() is None, daemon.stderr.read().decode()
+        try:
+            if _get_json(f"http://127.0.0.1:{port}/health")[0] == 200:
+                return daemon, port
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "daemon never became ready"
+        time.sleep(0.2)
+
+
+def _stream_lines(port: int, max_tokens: int):
+    body = json.dumps({"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "Tell a long story."}],
+                       "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                       "logit_bias": {"0": -100, "2": -100}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    return urllib.request.urlopen(request, timeout=120)
+
+
+@pytest.mark.slow
+def test_sigterm_lets_requests_in_flight_finish_then_exits(localllm_home, models_dir):
+    daemon, port = _start_daemon(localllm_home, server_shutdown_grace_s=60)
+    with _stream_lines(port, 80) as stream:
+        assert stream.readline().startswith(b"data:")  # generating now
+        daemon.send_signal(signal.SIGTERM)
+        rest = stream.read().decode()
+    assert rest.rstrip().endswith("data: [DONE]")
+    assert '"finish_reason": "length"' in rest or '"finish_reason":"length"' in rest
+    _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0 and b"Traceback" not in stderr
+    with pytest.raises(OSError):  # no longer listening
+        _get_json(f"http://127.0.0.1:{port}/health")
+
+
+@pytest.mark.slow
+def test_sigterm_cuts_off_what_outlasts_the_grace_period(localllm_home, models_dir):
+    daemon, port = _start_daemon(localllm_home, server_shutdown_grace_s=1)
+    with _stream_lines(port, 1800) as stream:  # far longer than a second
+        assert stream.readline().startswith(b"data:")
+        daemon.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            rest = stream.read().decode()
+        except (OSError, http.client.IncompleteRead) as exc:
+            rest = str(exc)
+    _, stderr = daemon.communicate(timeout=60)
+    assert time.monotonic() - started < 20
+    assert "data: [DONE]" not in rest
+    assert daemon.returncode == 0 and b"Traceback" not in stderr
