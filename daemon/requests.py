@@ -80,12 +80,12 @@ class _Generation(_Body):
     repeat_penalty: float | None = Field(None, gt=0, le=10)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | None = Field(None, json_schema_extra={"propertyNames": {"pattern": "^[0-9]{1,12}$"}})
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # OpenAI's: a 64-bit integer
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, json_schema_extra={"maximum": 1})  # refused above 1 with its own message
 
     @field_validator("stop")
     @classmethod

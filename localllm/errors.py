@@ -58,6 +58,13 @@ class UnsupportedMediaType(LocalLLMError):
     code = "unsupported_media_type"
 
 
+class NotFound(LocalLLMError):
+    """What the request asks for does not exist here (and waiting will not make it)."""
+
+    status = 404
+    error_type = "invalid_request_error"
+
+
 class ModelNotFound(LocalLLMError):
     status = 404
     error_type = "invalid_request_error"

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from localllm.daemon.http import openai_responses as shapes
 from localllm.daemon.http.app_keys import REGISTRY, RUNTIME, STARTED_AT, runtime_of
+from localllm.daemon.http.openapi import documented
 from localllm.daemon.http.request_context import context_from_headers
 from localllm.daemon.http.security import TOKEN_NAMESPACE
 from localllm.daemon.http.sse import ClientGone, SSEWriter
@@ -30,7 +31,7 @@ FALLBACK_HEADER = "X-LocalLLM-Fallback-Reason"
 ROUTE_REASON_HEADER = "X-LocalLLM-Route-Reason"
 # Answered without a token: liveness and readiness, for supervisors and `localllm status`. Without a
 # valid token (when one is set) they say only whether the daemon is up and ready.
-PUBLIC_PATHS = frozenset({"/health", "/health/live"})
+PUBLIC_PATHS = frozenset({"/health", "/health/live", "/openapi.json"})
 SHOW_DETAILS = web.RequestKey("show_details", bool)
 
 
@@ -109,6 +110,9 @@ def _holds_lone_surrogate(value: object) -> bool:
     return False
 
 
+@documented(summary="Chat completion (OpenAI's shape), as JSON or streamed as Server-Sent Events.",
+            request=ChatCompletionRequest, streams=True, headers=("namespace", "escalation", "cache_control"),
+            errors=(400, 401, 403, 404, 413, 415, 429, 503))
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
     body = parse_request(ChatCompletionRequest, await read_json(request))
@@ -119,6 +123,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return _json(shapes.chat_completion(gen, text, finished), gen)
 
 
+@documented(summary="Text completion of a raw prompt (OpenAI's legacy shape), as JSON or SSE.",
+            request=CompletionRequest, streams=True, headers=("namespace", "cache_control"),
+            errors=(400, 401, 403, 404, 413, 415, 429, 503))
 async def completions(request: web.Request) -> web.StreamResponse:
     ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
     body = parse_request(CompletionRequest, await read_json(request))
@@ -196,6 +203,7 @@ async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_
     return writer.response
 
 
+@documented(summary="The models served: local ones, the embedder, and each upstream's.", errors=(401, 403, 429, 503))
 async def list_models(request: web.Request) -> web.Response:
     started = int(request.app[STARTED_AT])
     data = [{"id": s.model_name, "object": "model", "created": started, "owned_by": "localllm"}
@@ -210,11 +218,14 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+@documented(summary="Liveness: 200 as soon as the daemon serves HTTP.", public=True, errors=(403,))
 async def live(request: web.Request) -> web.Response:
     """Liveness: the process serves HTTP (it may still be starting; /health says when it is ready)."""
     return web.json_response({"service": "localllm", "status": "alive"})
 
 
+@documented(summary="Readiness: 200 once models, guard, router and cache are ready, else 503; details with the "
+            "token when one is set.", public=True, errors=(403, 503))
 async def health(request: web.Request) -> web.Response:
     """Readiness: 200 only when the runtime is built (guard, router, cache) and every model is loaded."""
     schedulers = request.app[REGISTRY].all()

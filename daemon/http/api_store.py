@@ -12,17 +12,18 @@ from pydantic import Field
 
 from localllm.daemon.http.api_openai import read_json
 from localllm.daemon.http.app_keys import runtime_of
+from localllm.daemon.http.openapi import documented
 from localllm.daemon.http.request_context import context_from_headers
 from localllm.daemon.http.security import TOKEN_NAMESPACE
 from localllm.daemon.requests import _Body, parse_request
-from localllm.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from localllm.errors import InvalidRequest, ModelNotFound, NotFound
 from localllm.store.embedder import MODEL_ID
 
 MAX_INPUTS = 2048
 
 
 class EmbeddingsRequest(_Body):
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, examples=[MODEL_ID])
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
@@ -31,11 +32,13 @@ class EmbeddingsRequest(_Body):
 def _embedder(request: web.Request):
     services = runtime_of(request).services
     if services.embedder is None:
-        raise ServiceUnavailable("No embedder is loaded: it comes with the semantic cache (cache.enabled = true).",
-                                 retry_after_s=60, code="embedder_unavailable")
+        raise ModelNotFound(f"No embedding model is served here: {MODEL_ID} comes with the semantic cache or the "
+                            "router (cache.enabled = true or router.enabled = true).", param="model")
     return services.embedder
 
 
+@documented(summary="Sentence embeddings (all-MiniLM-L6-v2, 384 dimensions), OpenAI's shape.",
+            request=EmbeddingsRequest, errors=(400, 401, 403, 404, 413, 415, 429, 503))
 async def embeddings(request: web.Request) -> web.Response:
     embedder = _embedder(request)
     body = parse_request(EmbeddingsRequest, await read_json(request))
@@ -61,12 +64,15 @@ async def embeddings(request: web.Request) -> web.Response:
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
+@documented(summary="Empty the caller's cache namespace (X-LocalLLM-Namespace), optionally for one model.",
+            headers=("namespace",), errors=(400, 401, 403, 404, 429, 503),
+            query=({"name": "model", "in": "query", "required": False, "schema": {"type": "string"}},))
 async def clear_cache(request: web.Request) -> web.Response:
     """DELETE /v1/localllm/cache: empty the caller's namespace (X-LocalLLM-Namespace), optionally one model."""
     services = runtime_of(request).services
     if services.cache is None:
-        raise ServiceUnavailable("The semantic cache is off (cache.enabled = false).", retry_after_s=60,
-                                 code="cache_disabled")
+        raise NotFound("The semantic cache is off here (cache.enabled = false): there is nothing to clear.",
+                       code="cache_disabled")
     ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
     model = request.query.get("model") or None
     removed = await services.cache.clear(namespace=ctx.namespace, model=model)

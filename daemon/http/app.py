@@ -24,6 +24,8 @@ from localllm.daemon.http.api_openai import PUBLIC_PATHS, SHOW_DETAILS, add_rout
 from localllm.daemon.http.api_route import add_route_routes
 from localllm.daemon.http.api_store import add_store_routes
 from localllm.daemon.http.app_keys import REGISTRY, RUNTIME, SETTINGS, STARTED_AT, RuntimeSlot
+from localllm.daemon.http.client_errors import quiet_client_protocol_errors
+from localllm.daemon.http.openapi import add_openapi_route
 from localllm.daemon.http.rate_limit import RateLimiter
 from localllm.daemon.http.request_context import NAMESPACE_HEADER
 from localllm.daemon.http.security import HostCheck, OriginCheck, TokenCheck, cors_headers
@@ -99,6 +101,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
             response.headers.update(cors)
         return response
 
+    quiet_client_protocol_errors()
     app = web.Application(middlewares=[door], client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[REGISTRY] = registry
@@ -107,6 +110,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
     add_routes(app)
     add_store_routes(app)
     add_route_routes(app)
+    add_openapi_route(app)
     if runtime is None:
         app.cleanup_ctx.append(functools.partial(_lifecycle, on_startup_failure=on_startup_failure))
     return app

@@ -225,3 +225,14 @@ def test_the_allowance_refills_at_the_limits_pace():
     with pytest.raises(RateLimited):
         limiter.take("t")
     RateLimiter(0).take("t")  # 0: no limit
+
+
+@pytest.mark.parametrize("head", ["GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Probe: a\x00b",
+                                  "GET /v1/models HTTP/1.1\r\nHost: localhost\r\nBad Header Name: x",
+                                  "GET /v1/models HTTP/9.9\r\nHost: localhost"])
+async def test_malformed_http_is_a_400_and_one_quiet_log_line(make_client, caplog, head):
+    caplog.set_level(logging.DEBUG)
+    client = await make_client()
+    status, _ = await raw_request(client, head + "\r\nConnection: close")
+    assert status == 400
+    no_tracebacks(caplog)
