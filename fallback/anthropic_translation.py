@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from localllm.errors import InvalidRequest
 from localllm.fallback.errors import UpstreamBadResponse, UpstreamError, UpstreamRateLimited, UpstreamServerError, scrub
-from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest
+from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest, as_count, as_object, as_text
 from localllm.fallback.sse_reader import SSEEvent
 from localllm.vocabulary import Finished, TextDelta
 
@@ -75,27 +75,28 @@ class AnthropicProvider(Provider):
         stop_reason: str | None = None
         async for event in events:
             payload = self.parse_json(event.data)
-            kind = payload.get("type") or event.event
+            kind = as_text(payload.get("type")) or event.event
             if kind == "message_start":
-                usage = (payload.get("message") or {}).get("usage") or {}
+                usage = as_object(as_object(payload.get("message")).get("usage"))
                 input_tokens = _prompt_tokens(usage)
-                output_tokens = int(usage.get("output_tokens") or 0)
+                output_tokens = as_count(usage.get("output_tokens"))
             elif kind == "content_block_delta":
-                delta = payload.get("delta") or {}
+                delta = as_object(payload.get("delta"))
                 # Only text reaches the client; thinking and tool-input deltas are not part of the answer.
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    yield TextDelta(delta["text"])
+                text = as_text(delta.get("text"))
+                if delta.get("type") == "text_delta" and text:
+                    yield TextDelta(text)
             elif kind == "message_delta":
-                stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
-                usage = payload.get("usage") or {}
-                output_tokens = int(usage.get("output_tokens") or output_tokens)
+                stop_reason = as_text(as_object(payload.get("delta")).get("stop_reason")) or stop_reason
+                usage = as_object(payload.get("usage"))
+                output_tokens = as_count(usage.get("output_tokens")) or output_tokens
                 if usage.get("input_tokens") is not None:  # newer API versions repeat the final count here
                     input_tokens = _prompt_tokens(usage)
             elif kind == "message_stop":
                 yield Finished(self.finish_reason(stop_reason), input_tokens, output_tokens)
                 return
             elif kind == "error":
-                raise self._stream_error(payload.get("error") or {}, api_key)
+                raise self._stream_error(as_object(payload.get("error")), api_key)
             # ping, content_block_start/stop and event types added later carry nothing we need.
         raise self.bad("the stream ended before message_stop")
 
@@ -121,5 +122,5 @@ class AnthropicProvider(Provider):
 
 def _prompt_tokens(usage: dict) -> int:
     # input_tokens leaves out prompt-cache reads and writes; the prompt is all three.
-    return sum(int(usage.get(key) or 0) for key in
+    return sum(as_count(usage.get(key)) for key in
                ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))

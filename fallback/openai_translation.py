@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from localllm.fallback.errors import UpstreamBadResponse, UpstreamError, scrub
-from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest
+from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest, as_count, as_object, as_text
 from localllm.fallback.sse_reader import SSEEvent
 from localllm.vocabulary import Finished, TextDelta
 
@@ -44,18 +44,21 @@ class OpenAIChatProvider(Provider):
             chunk = self.parse_json(event.data)
             if "error" in chunk:
                 raise self._stream_error(chunk["error"], api_key)
-            for choice in chunk.get("choices") or []:
+            choices = chunk.get("choices") or []
+            if not isinstance(choices, list):
+                raise self.bad("choices that are not a list")
+            for choice in choices:
                 if not isinstance(choice, dict):
                     raise self.bad("a choice that is not an object")
-                text = (choice.get("delta") or {}).get("content")
+                text = as_text(as_object(choice.get("delta")).get("content"))
                 if text:
                     yield TextDelta(text)
                 if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
+                    finish_reason = as_text(choice["finish_reason"]) or "stop"
             usage = chunk.get("usage")
             if isinstance(usage, dict):
-                prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                completion_tokens = int(usage.get("completion_tokens") or 0)
+                prompt_tokens = as_count(usage.get("prompt_tokens"))
+                completion_tokens = as_count(usage.get("completion_tokens"))
         if finish_reason is None:
             raise self.bad("the stream ended before a finish_reason")
         yield Finished(finish_reason, prompt_tokens, completion_tokens)

@@ -152,6 +152,26 @@ class Provider:
                 "Check the network and base_url in [[upstreams]]; meanwhile localllm answers locally.")
 
 
+def as_object(value: object) -> dict:
+    """``value`` if it is a JSON object, else an empty one: a field of the wrong type reads as absent."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_count(value: object) -> int:
+    """A token count from an upstream's usage: a non-negative whole number, else 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value == value and 0 <= value < 2**53:
+        return int(value)
+    return 0
+
+
+def as_text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 # What a box whose network is down sees: connects that time out, names that don't resolve.
 OFFLINE_ERRORS = (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorDNSError)
 

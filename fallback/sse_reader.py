@@ -23,7 +23,8 @@ async def read_sse(lines: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:
     """``lines``: the body split at newlines (iterating an aiohttp ``response.content`` does that)."""
     event, data = "", []
     async for raw in lines:
-        line = raw.decode("utf-8").rstrip("\r\n")
+        # A byte that is not UTF-8 becomes U+FFFD rather than failing the whole answer.
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if data:
                 yield SSEEvent(event or "message", "\n".join(data))
