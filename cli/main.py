@@ -15,6 +15,7 @@ from localllm.cli.keys_cmd import keys_group
 from localllm.cli.logs_cmd import logs_command
 from localllm.cli.models_cmd import models_group, pull_command
 from localllm.cli.serve_cmd import serve_command
+from localllm.cli.service_cmd import service_group
 from localllm.cli.stats_cmd import stats_command
 from localllm.cli.status_cmd import status_command
 from localllm.cli.token_cmd import token_group
@@ -43,6 +44,7 @@ cli.add_command(keys_group, name="keys")
 cli.add_command(upstreams_group, name="upstreams")
 cli.add_command(stats_command, name="stats")
 cli.add_command(audit_command, name="audit")
+cli.add_command(service_group, name="service")
 
 
 def main() -> None:
