@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import keyring
@@ -183,3 +184,26 @@ async def record_rows(make_recorder, records) -> None:
             await recorder.record(record)
     finally:
         writer.stop()
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """mount_tmpfs(name, size="4m", read_only=False) -> the mount point; unmounted after the test."""
+    mounted = []
+
+    def mount(name: str, size: str = "4m", read_only: bool = False):
+        if os.geteuid() != 0:
+            pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+        point = tmp_path / name
+        point.mkdir()
+        options = f"size={size},mode=0700" + (",ro" if read_only else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

@@ -10,6 +10,7 @@ instead of 206) or refuse it (416) make the download start over.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -103,19 +104,35 @@ class _PartialFile:
         self.size += len(chunk)
 
 
-def download(url: str, partial_path: Path, *, progress: ProgressCallback | None = None) -> Downloaded:
+class Oversized(ModelPullError):
+    """The download grew past what it may be: its known size, or the disk's reserve."""
+
+
+# Never fill the disk: a download stops when less than this would stay free.
+DISK_RESERVE_BYTES = 256 * 1024 * 1024
+DISK_CHECK_EVERY_BYTES = 64 * 1024 * 1024
+
+
+def download(url: str, partial_path: Path, *, progress: ProgressCallback | None = None,
+             max_bytes: int | None = None) -> Downloaded:
     """Download ``url`` into ``partial_path``, resuming what is already there.
 
     Blocking: runs its own event loop, so call it from a worker thread, never
     from a running loop. The partial file is kept on interruption and on
     errors; the caller deletes it when its content turns out to be wrong.
     """
-    fd = os.open(partial_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0),
-                 0o600)
+    try:
+        fd = os.open(partial_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0),
+                     0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ModelPullError(f"{partial_path} is a symbolic link: localllm never writes through links in the "
+                                 "models dir. Remove it and pull again.") from None
+        raise
     with os.fdopen(fd, "r+b", buffering=0) as handle:
         _lock_or_fail(handle, partial_path)
         partial = _PartialFile(handle, partial_path)
-        result = asyncio.run(_download(url, partial, progress))
+        result = asyncio.run(_download(url, partial, progress, max_bytes))
         os.fsync(handle.fileno())
         return result
 
@@ -131,14 +148,15 @@ def _lock_or_fail(handle: BinaryIO, path: Path) -> None:
             f"Another pull is already downloading into {path}; wait for it to finish.") from None
 
 
-async def _download(url: str, partial: _PartialFile, progress: ProgressCallback | None) -> Downloaded:
+async def _download(url: str, partial: _PartialFile, progress: ProgressCallback | None,
+                    max_bytes: int | None) -> Downloaded:
     # trust_env: honour HTTPS_PROXY/NO_PROXY like pip and curl do, for networks that need a proxy.
     async with aiohttp.ClientSession(timeout=TIMEOUT, headers={"User-Agent": USER_AGENT}, trust_env=True) as session:
         for attempt in range(1, ATTEMPTS + 1):
             if attempt > 2:  # the first retry is immediate; back off only if drops repeat
                 await asyncio.sleep(min(2 ** (attempt - 3), 8))
             try:
-                return await _attempt(session, url, partial, progress)
+                return await _attempt(session, url, partial, progress, max_bytes)
             except _Interrupted as exc:
                 log.warning("download of %s stopped at %d bytes (attempt %d of %d): %s",
                             display_url(url), partial.size, attempt, ATTEMPTS, exc)
@@ -148,21 +166,32 @@ async def _download(url: str, partial: _PartialFile, progress: ProgressCallback 
 
 
 async def _attempt(session: aiohttp.ClientSession, url: str, partial: _PartialFile,
-                   progress: ProgressCallback | None) -> Downloaded:
+                   progress: ProgressCallback | None, max_bytes: int | None) -> Downloaded:
     offset = partial.size
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
         async with session.get(url, headers=headers) as response:
+            _check_no_downgrade(url, response)
             total = _check_response(url, response, partial)
+            if total is not None and max_bytes is not None and total > max_bytes:
+                raise Oversized(f"{display_url(url)} is {total:,} bytes, but this model is {max_bytes:,}; "
+                                "refusing it.")
             advertised = _advertised_sha256(response)
             if partial.size == total:  # 416 for a partial file that is already complete
                 return Downloaded(partial.size, partial.hasher.hexdigest(), advertised)
             if total is not None:
                 _check_free_space(partial, total - partial.size)
             last_report = 0.0
+            next_disk_check = partial.size
             async for chunk in response.content.iter_chunked(CHUNK_BYTES):
                 if partial.size < len(GGUF_MAGIC):
                     _check_gguf_start(url, partial, chunk)
+                if max_bytes is not None and partial.size + len(chunk) > max_bytes:
+                    raise Oversized(f"{display_url(url)} sent more than the {max_bytes:,} bytes this model is; "
+                                    "refusing it.")
+                if partial.size >= next_disk_check:
+                    _check_disk_reserve(partial, url)
+                    next_disk_check = partial.size + DISK_CHECK_EVERY_BYTES
                 partial.append(chunk)
                 now = time.monotonic()
                 if progress is not None and now - last_report >= 0.1:
@@ -251,6 +280,24 @@ def _check_gguf_start(url: str, partial: _PartialFile, chunk: bytes) -> None:
         raise NotGGUF(
             f"{display_url(url)} is not a GGUF model file (it starts with {head!r}); it may be a web page. "
             "Link to the file itself: for Hugging Face use hf:ORG/REPO/FILE.gguf or a /resolve/ URL.")
+
+
+def _check_no_downgrade(url: str, response: aiohttp.ClientResponse) -> None:
+    """An https download must stay https through every redirect (nothing is written from a hop that
+    was not)."""
+    if urlsplit(url).scheme != "https":
+        return  # the user asked for plain http (a local mirror)
+    for hop in (*response.history, response):
+        if hop.url.scheme != "https":
+            raise ModelPullError(f"{display_url(url)} redirected to {hop.url.scheme}://{hop.url.host}: refusing to "
+                                 "download a model over an unencrypted connection.")
+
+
+def _check_disk_reserve(partial: _PartialFile, url: str) -> None:
+    if shutil.disk_usage(partial.path.parent).free < DISK_RESERVE_BYTES:
+        raise Oversized(f"{display_url(url)} would fill the disk holding {partial.path.parent} (less than "
+                        f"{DISK_RESERVE_BYTES // 2**20} MiB would stay free); the download was stopped and removed. "
+                        "Free some space or set models_dir to a bigger disk.")
 
 
 def _check_free_space(partial: _PartialFile, remaining: int) -> None:

@@ -101,8 +101,8 @@ def _pull_url(plan: PullPlan, source: UrlSource, files: ModelFiles, target: Path
               progress: ProgressCallback | None) -> PullResult:
     partial = files.partial_path_for(target.name, source.url)
     try:
-        downloaded = http_download.download(source.url, partial, progress=progress)
-    except NotGGUF:
+        downloaded = http_download.download(source.url, partial, progress=progress, max_bytes=plan.size_bytes)
+    except (NotGGUF, http_download.Oversized):
         partial.unlink(missing_ok=True)
         raise
     except BaseException:

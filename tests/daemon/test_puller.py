@@ -3,18 +3,14 @@ and the real catalog model."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import socket
 import stat
-import threading
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from localllm.config import DEFAULT_MODEL
 from localllm.daemon.models import http_download, pull_sources
@@ -23,122 +19,11 @@ from localllm.daemon.models.model_files import ModelFiles
 from localllm.daemon.models.puller import pull
 from localllm.errors import ChecksumMismatch, ModelPullError, UnsafeModelName
 from tests.conftest import MODEL_CACHE
-from tests.daemon.synthetic_gguf import tiny_gguf_bytes
+from tests.daemon.file_server import files_in
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class ServedFile:
-    body: bytes
-    status: int = 200
-    cut_after: int | None = None  # close the connection after this many bytes...
-    cuts_left: int = 0  # ...in this many responses
-    ignore_range: bool = False  # answer 200 with the whole file, like servers without resume
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class LoopbackFileServer:
-    """A real HTTP file server on 127.0.0.1 with Range support and scripted failures."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, ServedFile] = {}
-        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
-        self.port = 0
-
-    def serve(self, path: str, body: bytes, **behaviour) -> str:
-        self.files[path] = ServedFile(body, **behaviour)
-        return self.url(path)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.raw_path, request.headers.get("Range")))
-        served = self.files.get(request.raw_path)
-        if served is None:
-            return web.Response(status=404, text="no such file")
-        if served.status != 200:
-            return web.Response(status=served.status, text="scripted failure")
-        body, start, status = served.body, 0, 200
-        requested = re.fullmatch(r"bytes=(\d+)-", request.headers.get("Range", ""))
-        if requested and not served.ignore_range:
-            start = int(requested[1])
-            if start >= len(body):
-                return web.Response(status=416, text="416: Requested Range Not Satisfiable",
-                                    headers={"Content-Range": f"bytes */{len(body)}"})
-            status = 206
-        payload = body[start:]
-        response = web.StreamResponse(status=status, headers={"Accept-Ranges": "bytes", **served.headers})
-        response.content_length = len(payload)
-        if status == 206:
-            response.headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
-        await response.prepare(request)
-        limit = len(payload)
-        if served.cuts_left > 0 and served.cut_after is not None:
-            served.cuts_left -= 1
-            limit = min(limit, served.cut_after)
-        for offset in range(0, limit, 16384):
-            await response.write(payload[offset:min(offset + 16384, limit)])
-        if limit < len(payload):
-            request.transport.close()  # what a dropped connection looks like to the client
-            return response
-        await response.write_eof()
-        return response
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_for_loopback(monkeypatch):
-    # The puller honours proxy settings; the loopback server must be reached directly.
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def file_server():
-    # Its own thread and loop: pull() is blocking and runs its own event loop.
-    server = LoopbackFileServer()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    runner_box: list[web.AppRunner] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", server.handle)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        server.port = runner.addresses[0][1]
-        runner_box.append(runner)
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(10), "loopback file server did not start"
-    yield server
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-
-
-@pytest.fixture
-def tiny(tmp_path) -> bytes:
-    return tiny_gguf_bytes(tmp_path)
-
-
-@pytest.fixture
-def models(tmp_path) -> Path:
-    return tmp_path / "models"
-
-
-def files_in(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 # --- HTTP ------------------------------------------------------------------------------------------

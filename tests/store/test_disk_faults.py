@@ -10,34 +10,9 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from localllm.config import DEFAULT_MODEL
 from localllm.store.database import database_path, open_database
 from tests.conftest import make_settings
-
-
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    """mount_tmpfs(name, size="4m", read_only=False) -> the mount point; unmounted after the test."""
-    mounted = []
-
-    def mount(name: str, size: str = "4m", read_only: bool = False):
-        if os.geteuid() != 0:
-            pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
-        point = tmp_path / name
-        point.mkdir()
-        options = f"size={size},mode=0700" + (",ro" if read_only else "")
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
-                                text=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
 def fill(folder) -> os.PathLike:
