@@ -24,7 +24,8 @@ def assert_openai_error(body: dict, code: str | None = None) -> None:
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8765", "", ":8765", "127.0.0.1.evil.example",
-                                  "localhost.evil.example", "[::1", "::1"])
+                                  "localhost.evil.example", "[::1", "::1", "127.0.0.1.", "localhost:8765@evil.example",
+                                  "127.0.0.1.nip.io", "[::ffff:8.8.8.8]", "0.0.0.0:8765"])
 async def test_foreign_or_malformed_host_header_is_rejected(make_client, host):
     client = await make_client()
     response = await client.get("/v1/models", headers={"Host": host})
@@ -32,7 +33,8 @@ async def test_foreign_or_malformed_host_header_is_rejected(make_client, host):
     assert_openai_error(await response.json(), "host_not_allowed")
 
 
-@pytest.mark.parametrize("host", ["localhost", "localhost:8765", "127.0.0.1:1", "127.1.2.3", "[::1]:8765"])
+@pytest.mark.parametrize("host", ["localhost", "localhost:8765", "127.0.0.1:1", "127.1.2.3", "[::1]:8765",
+                                  "localhost.", "localhost.:8765", "LOCALHOST", "[0:0:0:0:0:0:0:1]:8765", "[::1]"])
 async def test_loopback_host_headers_are_accepted(make_client, host):
     client = await make_client()
     response = await client.get("/v1/models", headers={"Host": host})
