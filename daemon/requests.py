@@ -8,11 +8,15 @@ than silently ignored.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from localllm.daemon.engine.grammar import JSON_OBJECT_SCHEMA, schema_grammar
+from localllm.daemon.engine.tool_calls import Format, FunctionSpec, ToolPlan, call_text, check_parameters
 from localllm.decision.decide import RequestFacts
 from localllm.errors import InvalidRequest
 from localllm.vocabulary import Sampling
@@ -29,10 +33,32 @@ class TextPart(_Body):
     text: str
 
 
+class CalledFunction(_Body):
+    name: str = Field(min_length=1)
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class AssistantToolCall(_Body):
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+    def parsed_arguments(self, where: str) -> dict:
+        try:
+            arguments = json.loads(self.function.arguments)
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise InvalidRequest(f"{where}.function.arguments must be a JSON object in a string.", param=where)
+        return arguments
+
+
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[AssistantToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None                   # a tool message: the call it answers
 
     def text(self) -> str:
         if self.content is None:
@@ -41,10 +67,32 @@ class ChatMessage(_Body):
             return self.content
         return "".join(part.text for part in self.content)
 
-    def for_template(self) -> dict:
-        # Chat templates know system/user/assistant; "developer" is OpenAI's newer name for system.
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": self.text()}
+
+def template_messages(messages: list[ChatMessage], format: Format = "json") -> list[dict]:
+    """The conversation as chat templates take it. "developer" is OpenAI's newer name for system.
+    Earlier tool calls are written the way the model writes them; with the JSON wrapper a tool's result
+    is a user turn that names the function (templates without tool support know no "tool" role)."""
+    called: dict[str, str] = {}
+    rendered = []
+    for index, message in enumerate(messages):
+        role = "system" if message.role == "developer" else message.role
+        content = message.text()
+        if message.tool_calls:
+            where = f"messages[{index}].tool_calls"
+            calls = [(call.function.name, call.parsed_arguments(f"{where}[{i}]"))
+                     for i, call in enumerate(message.tool_calls)]
+            called.update({call.id: call.function.name for call in message.tool_calls})
+            text = call_text(calls, format)
+            content = f"{content}\n{text}" if content else text
+        if role == "tool":
+            if not message.tool_call_id or message.tool_call_id not in called:
+                raise InvalidRequest(f"messages[{index}] is a tool result for a call no earlier assistant message "
+                                     "made (tool_call_id must name one of its tool_calls).",
+                                     param=f"messages[{index}].tool_call_id")
+            if format == "json":
+                role, content = "user", f"Result of {called[message.tool_call_id]}: {content}"
+        rendered.append({"role": role, "content": content})
+    return rendered
 
 
 class LocalLLMOptions(BaseModel):
@@ -64,6 +112,35 @@ class LocalLLMOptions(BaseModel):
                                    "`escalation` (never|auto|prefer) and `cascade` (true|false) can. The "
                                    "sensitive-data policy is set in the config ([policy]), never per request.")
         return value
+
+
+class JsonSchemaFormat(_Body):
+    name: str = Field("response", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    schema_: dict | bool = Field(alias="schema")
+    description: str | None = None
+    strict: bool | None = None  # the answer always follows the schema (a grammar constrains it), strict or not
+
+
+class ResponseFormat(_Body):
+    """OpenAI's response_format: free text, any JSON object, or JSON following a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_for_json_schema(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise _Unsupported("response_format.json_schema", "response_format of type json_schema needs "
+                               "json_schema: {\"name\": ..., \"schema\": {...}}.")
+        return self
+
+    def answer_schema(self) -> dict | bool | None:
+        """The JSON Schema the answer must follow, or None for free text."""
+        if self.type == "json_object":
+            return JSON_OBJECT_SCHEMA
+        if self.type == "json_schema":
+            return self.json_schema.schema_
+        return None
 
 
 class StreamOptions(_Body):
@@ -140,36 +217,100 @@ class _Generation(_Body):
         return self.temperature == 0 or self.seed is not None
 
     def sampling_scope(self) -> dict:
-        """The sampling settings, as part of a cached answer's scope."""
-        sampling = self.sampling()
+        """The sampling settings, as part of a cached answer's scope (the output format is its own part)."""
+        sampling = _Generation.sampling(self)
         return {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
                 "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": sampling.seed,
                 "stop": list(sampling.stop), "max_tokens": self.max_tokens}
 
 
+class FunctionDefinition(_Body):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None  # calls always follow the parameters schema (a grammar constrains them)
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: dict[str, str]
+
+
 class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[Any] | None = None
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
     functions: list[Any] | None = None
-    response_format: dict | None = None
+    response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     localllm: LocalLLMOptions | None = None
 
     @model_validator(mode="after")
     def _unsupported(self):
-        if self.tools or self.functions:
-            raise _Unsupported("tools", "Tool calling is not supported by localllm yet; leave out `tools`.")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise _Unsupported("response_format", "Only response_format {\"type\": \"text\"} is supported yet.")
+        if self.functions:
+            raise _Unsupported("functions", "The deprecated `functions` field is not supported; send `tools`.")
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise _Unsupported("tools", "Two tools have the same function name.")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.get("name") not in names:
+            raise _Unsupported("tool_choice", f"tool_choice names {self.tool_choice.function.get('name')!r}, which "
+                               "is not among the tools.")
+        if self.tool_choice not in (None, "none") and not names:
+            raise _Unsupported("tool_choice", "tool_choice needs tools to choose from.")
+        if names and self.tool_choice != "none" and self.output_schema() is not None:
+            raise _Unsupported("response_format", "tools and a JSON response_format cannot be combined yet: "
+                               "send one or the other.")
         if self.logprobs:
             raise _Unsupported("logprobs", "logprobs are not supported yet; leave out `logprobs`.")
         if self.max_tokens is None and self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         return self
 
-    def template_messages(self) -> list[dict]:
-        return [message.for_template() for message in self.messages]
+    def template_messages(self, format: Format = "json") -> list[dict]:
+        return template_messages(self.messages, format)
+
+    def tool_plan(self, format: Format = "json") -> ToolPlan | None:
+        """How tools may be called (None without tools). Checks each function's parameters schema."""
+        if not self.tools:
+            return None
+        choice = self.tool_choice
+        plan = ToolPlan(
+            functions=tuple(FunctionSpec(t.function.name, t.function.description, t.function.parameters)
+                            for t in self.tools),
+            mode="none" if choice == "none" else "required" if choice == "required" else "auto",
+            only=choice.function.get("name") if isinstance(choice, NamedToolChoice) else None,
+            parallel=self.parallel_tool_calls, format=format)
+        check_parameters(plan)
+        return plan
+
+    def _tools_scope(self) -> dict | None:
+        if not self.tools:
+            return None
+        choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        return {"tools": [tool.model_dump(exclude_none=True) for tool in self.tools], "tool_choice": choice,
+                "parallel": self.parallel_tool_calls}
+
+    def output_schema(self) -> dict | bool | None:
+        return self.response_format.answer_schema() if self.response_format is not None else None
+
+    def sampling(self) -> Sampling:
+        sampling = super().sampling()
+        schema = self.output_schema()
+        if schema is None:
+            return sampling
+        return dataclasses.replace(sampling, grammar=schema_grammar(schema, "response_format"))
+
+    def _response_format_scope(self) -> dict | None:
+        if self.response_format is None or self.response_format.type == "text":
+            return None  # free text either way: the same answers
+        return self.response_format.model_dump(by_alias=True, exclude_none=True)
 
     def facts(self) -> RequestFacts:
         """What deciding where it goes needs to know."""
@@ -178,7 +319,7 @@ class ChatCompletionRequest(_Generation):
             stream=self.stream, max_tokens=self.max_tokens,
             escalation=self.localllm.escalation if self.localllm else None,
             cascade_opt_in=bool(self.localllm and self.localllm.cascade),
-            cache_scope={"tools": self.tools, "response_format": self.response_format,
+            cache_scope={"tools": self._tools_scope(), "response_format": self._response_format_scope(),
                          "sampling": self.sampling_scope()})
 
 

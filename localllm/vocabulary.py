@@ -36,6 +36,8 @@ class Sampling:
     stop: tuple[str, ...] = ()
     # (token id, bias) pairs; a bias of -100 or less bans the token (OpenAI's convention).
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # A GBNF grammar the answer must follow (JSON output, tool calls), or None.
+    grammar: str | None = None
 
 
 # -- answer events --------------------------------------------------------------

@@ -171,12 +171,17 @@ class BatchDecoder:
         self._admitted += 1
         slot.request = _Request(
             job=job, emit=emit,
-            sampler=SamplerChain(job.sampling, self._n_vocab, prompt),
+            sampler=SamplerChain(job.sampling, self._n_vocab, prompt, grammar=self._grammar_for(job),
+                                 end_token=self.engine.end_token),
             text=TokenText(job.sampling.stop),
             confidence=ConfidenceMeter() if job.measure_confidence else None,
             order=self._admitted,
         )
         self.reused_tokens += keep
+
+    def _grammar_for(self, job: GenerationJob):
+        grammar = job.sampling.grammar
+        return self.engine.grammars.constraint(grammar, self._n_vocab) if grammar else None
 
     # -- one step ------------------------------------------------------------------
 

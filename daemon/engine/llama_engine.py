@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localllm.config import EngineSettings
+from localllm.daemon.engine.grammar import GrammarLibrary
+from localllm.daemon.engine.tool_calls import Format, template_format
 from localllm.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
 from localllm.vocabulary import Sampling
 
@@ -46,6 +48,8 @@ class LlamaEngine:
         self.path = path
         self.settings = settings
         self.model = None  # llama_cpp._internals.LlamaModel
+        self.grammars: GrammarLibrary | None = None  # parsed grammars for this model's vocabulary
+        self.tool_format: Format = "json"  # how this model is shown tools and writes calls
         self.context = None  # llama_cpp._internals.LlamaContext
         self._chat_formatter = None
         self._pieces: dict[int, bytes] = {}
@@ -97,7 +101,9 @@ class LlamaEngine:
                 f"Could not load model {self.name!r} from {self.path}: {exc}. Check the file with "
                 "`localllm models info`, pull it again, or lower engine.n_ctx / engine.n_parallel if memory "
                 "is short.", retry_after_s=30) from None
+        self.grammars = GrammarLibrary(self.model.vocab)
         template = self.model.metadata().get("tokenizer.chat_template")
+        self.tool_format = template_format(template)
         if template:
             # The GGUF's own template, rendered in jinja2's immutable sandbox (as
             # llama-cpp-python does since CVE-2024-34359).
@@ -121,13 +127,13 @@ class LlamaEngine:
     def has_chat_template(self) -> bool:
         return self._chat_formatter is not None
 
-    def render_chat(self, messages: list[dict]) -> str:
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         if self._chat_formatter is None:
             raise InvalidRequest(
                 f"Model {self.name!r} has no chat template in its GGUF metadata; use /v1/completions "
                 "with a prompt you format yourself, or pick a chat model.", param="model")
         try:
-            return self._chat_formatter(messages=messages).prompt
+            return self._chat_formatter(messages=messages, tools=tools).prompt
         except Exception as exc:  # jinja2 errors and the template's own raise_exception()
             raise InvalidRequest(f"The model's chat template rejected these messages: {exc}",
                                  param="messages") from None
@@ -183,6 +189,13 @@ class LlamaEngine:
             if token >= n_vocab:
                 raise InvalidRequest(f"logit_bias names token {token}, but model {self.name!r} has {n_vocab} "
                                      f"tokens (ids 0 to {n_vocab - 1}).", param="logit_bias")
+        if sampling.grammar is not None:
+            self.grammars.check(sampling.grammar)
+
+    @property
+    def end_token(self) -> int:
+        """The token an answer ends with when a grammar allows nothing more."""
+        return self.model.token_eos()
 
     def check_fits(self, prompt_tokens: int, max_tokens: int | None, *, shrink: bool = False) -> int:
         """Return the max_tokens to use; reject prompts that cannot fit the context. With ``shrink``
@@ -206,6 +219,9 @@ class LlamaEngine:
         return max_tokens
 
     def close(self) -> None:
+        if self.grammars is not None:
+            self.grammars.close()
+            self.grammars = None
         if self.context is not None:
             self.context.close()
             self.context = None

@@ -20,6 +20,7 @@ import random
 
 import numpy as np
 
+from localllm.daemon.engine.grammar import GrammarConstraint
 from localllm.vocabulary import Sampling
 
 # How far back the repetition, frequency and presence penalties look (llama.cpp's default).
@@ -27,11 +28,15 @@ PENALTY_LAST_N = 64
 
 
 class SamplerChain:
-    def __init__(self, sampling: Sampling, n_vocab: int, prompt_tokens: list[int]):
+    def __init__(self, sampling: Sampling, n_vocab: int, prompt_tokens: list[int], *,
+                 grammar: GrammarConstraint | None = None, end_token: int = -1):
         import llama_cpp
 
         self._llama_cpp = llama_cpp
         self._n_vocab = n_vocab
+        self.grammar = grammar
+        self._end_token = end_token  # what a grammar that allows nothing more ends with
+        self._candidates = None  # the vocabulary as llama.cpp candidates, for the chain under a grammar
         penalised = (sampling.repeat_penalty != 1.0 or sampling.frequency_penalty != 0.0
                      or sampling.presence_penalty != 0.0)
         # OpenAI's -100 means "never": -inf, as llama-server does.
@@ -77,11 +82,42 @@ class SamplerChain:
 
     def sample(self, context, batch_index: int) -> int:
         """Pick the next token from the logits of batch row ``batch_index`` (and remember it)."""
-        if self.chain is not None:
+        if self.grammar is None and self.chain is not None:
             return self._llama_cpp.llama_sampler_sample(self.chain, context, batch_index)
         address = ctypes.addressof(self._llama_cpp.llama_get_logits_ith(context, batch_index).contents)
-        return self.pick_greedy(np.frombuffer((ctypes.c_float * self._n_vocab).from_address(address),
-                                              dtype=np.float32))
+        logits = np.frombuffer((ctypes.c_float * self._n_vocab).from_address(address), dtype=np.float32)
+        if self.grammar is None:
+            return self.pick_greedy(logits)
+        # As llama-server does: the usual pick first, checked alone; the whole vocabulary is masked only
+        # when the grammar refuses it.
+        token = self._choose(logits)
+        if not self.grammar.allows(token, float(logits[token])):
+            masked = self.grammar.mask(logits)
+            if not np.isfinite(masked).any():
+                return self._end_token  # the grammar allows nothing more: the answer is complete
+            token = self._choose(masked)
+        self.grammar.accept(token)
+        if self.chain is not None:
+            self._llama_cpp.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _choose(self, logits: np.ndarray) -> int:
+        """The chain's pick from these logits, without remembering it (accepting is the caller's)."""
+        if self.chain is None:
+            return self.pick_greedy(logits)
+        llama_cpp = self._llama_cpp
+        if self._candidates is None:
+            buffer = (llama_cpp.llama_token_data * self._n_vocab)()
+            self._candidates = (buffer, np.frombuffer(buffer, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]),
+                                llama_cpp.llama_token_data_array(data=buffer, size=self._n_vocab, selected=-1,
+                                                                 sorted=False))
+        buffer, view, array = self._candidates
+        view["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        view["logit"] = logits
+        view["p"] = 0.0
+        array.size, array.selected, array.sorted = self._n_vocab, -1, False
+        llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
+        return int(buffer[array.selected].id)
 
     def pick_greedy(self, logits: np.ndarray) -> int:
         """The greedy choice from one row of float32 logits, after the request's logit_bias."""
@@ -95,6 +131,8 @@ class SamplerChain:
         return int(logits.argmax())
 
     def close(self) -> None:
+        if self.grammar is not None:
+            self.grammar.close()
         if self.chain is not None:
             self._llama_cpp.llama_sampler_free(self.chain)  # frees the samplers added to it
             self.chain = None

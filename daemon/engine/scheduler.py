@@ -109,11 +109,11 @@ class BatchScheduler:
         self.check_ready()
         return await asyncio.get_running_loop().run_in_executor(None, self.engine.completion_prompt, text)
 
-    async def render_and_tokenize(self, messages: list[dict]) -> list[int]:
+    async def render_and_tokenize(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         self.check_ready()
 
         def work() -> list[int]:
-            return self.engine.tokenize(self.engine.render_chat(messages))
+            return self.engine.tokenize(self.engine.render_chat(messages, tools))
 
         return await asyncio.get_running_loop().run_in_executor(None, work)
 

@@ -168,24 +168,22 @@ async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_
     first = await anext(events, None)
     writer = SSEWriter(request, headers=served_by(gen))
     await writer.open()
+    chunks = shapes.ChatChunks(gen, with_usage=include_usage) if chat else None
     try:
-        if chat:
-            await writer.send(shapes.chat_chunk(gen, {"role": "assistant", "content": ""}, with_usage=include_usage))
+        for chunk in chunks.start() if chat else []:
+            await writer.send(chunk)
         event = first
         while event is not None:
             if isinstance(event, TextDelta):
-                chunk = (shapes.chat_chunk(gen, {"content": event.text}, with_usage=include_usage) if chat
-                         else shapes.completion_chunk(gen, event.text))
-                await writer.send(chunk)
+                for chunk in chunks.text(event.text) if chat else [shapes.completion_chunk(gen, event.text)]:
+                    await writer.send(chunk)
+            elif chat:
+                for chunk in chunks.finished(event):
+                    await writer.send(chunk)
             else:
-                if chat:
-                    await writer.send(shapes.chat_chunk(gen, {}, event.finish_reason, with_usage=include_usage))
-                    if include_usage:
-                        await writer.send(shapes.chat_usage_chunk(gen, event))
-                else:
-                    await writer.send(shapes.completion_chunk(gen, "", event.finish_reason))
-                    if include_usage:
-                        await writer.send(shapes.completion_usage_chunk(gen, event))
+                await writer.send(shapes.completion_chunk(gen, "", event.finish_reason))
+                if include_usage:
+                    await writer.send(shapes.completion_usage_chunk(gen, event))
             event = await anext(events, None)
         await writer.done()
     except ClientGone:

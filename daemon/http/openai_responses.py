@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from localllm.daemon.engine.tool_calls import ToolCall, may_start_a_call, parse_calls
 from localllm.daemon.pipeline.generation import Generation
 from localllm.vocabulary import Finished
 
@@ -12,13 +13,75 @@ def usage(finished: Finished) -> dict:
 
 
 def chat_completion(gen: Generation, text: str, finished: Finished) -> dict:
+    calls = parse_calls(text, gen.tool_plan) if gen.tool_plan is not None else None
+    if calls:
+        message = {"role": "assistant", "content": None, "tool_calls": [tool_call(call) for call in calls]}
+        finish_reason = "tool_calls"
+    else:
+        message, finish_reason = {"role": "assistant", "content": text}, finished.finish_reason
     return {
         "id": gen.id, "object": "chat.completion", "created": gen.created, "model": gen.model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": None, "finish_reason": finished.finish_reason}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
         "usage": usage(finished),
     }
+
+
+def tool_call(call: ToolCall) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+class ChatChunks:
+    """An answer's events as OpenAI chat chunks. With tools, text that may be a call is held back until it
+    can be told apart from a plain answer; a call is then sent as OpenAI streams one (id and name, then
+    the arguments), which the SDKs put back together."""
+
+    def __init__(self, gen: Generation, *, with_usage: bool):
+        self.gen, self.with_usage = gen, with_usage
+        self._held = ""
+        self._deciding = gen.tool_plan is not None and gen.tool_plan.mode != "none"
+        self._calling = False
+
+    def start(self) -> list[dict]:
+        return [chat_chunk(self.gen, {"role": "assistant", "content": ""}, with_usage=self.with_usage)]
+
+    def text(self, text: str) -> list[dict]:
+        if self._deciding or self._calling:
+            self._held += text
+            if self._deciding:
+                verdict = may_start_a_call(self._held, self.gen.tool_plan)
+                if verdict is None:
+                    return []
+                self._deciding, self._calling = False, verdict
+                if not verdict:
+                    text, self._held = self._held, ""
+                    return [self._content(text)]
+            return []
+        return [self._content(text)]
+
+    def finished(self, finished: Finished) -> list[dict]:
+        chunks: list[dict] = []
+        reason = finished.finish_reason
+        if self._held:
+            calls = parse_calls(self._held, self.gen.tool_plan)
+            if calls:
+                reason = "tool_calls"
+                for index, call in enumerate(calls):
+                    opening = {"index": index, "id": call.id, "type": "function",
+                               "function": {"name": call.name, "arguments": ""}}
+                    chunks.append(chat_chunk(self.gen, {"tool_calls": [opening]}, with_usage=self.with_usage))
+                    chunks.append(chat_chunk(self.gen, {"tool_calls": [
+                        {"index": index, "function": {"arguments": call.arguments}}]}, with_usage=self.with_usage))
+            else:
+                chunks.append(self._content(self._held))
+            self._held = ""
+        chunks.append(chat_chunk(self.gen, {}, reason, with_usage=self.with_usage))
+        if self.with_usage:
+            chunks.append(chat_usage_chunk(self.gen, finished))
+        return chunks
+
+    def _content(self, text: str) -> dict:
+        return chat_chunk(self.gen, {"content": text}, with_usage=self.with_usage)
 
 
 def chat_chunk(gen: Generation, delta: dict, finish_reason: str | None = None, *, with_usage: bool = False) -> dict:

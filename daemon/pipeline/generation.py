@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from localllm.daemon.engine.tool_calls import ToolPlan
 from localllm.store.semantic_cache import CachedAnswer
 from localllm.vocabulary import AnswerEvent, Finished, Route, TextDelta
 
@@ -23,6 +24,7 @@ class Generation:
     similarity: float | None = None
     fallback_reason: str | None = None  # another target was meant to answer; why it did not
     route_reason: str | None = None  # why it left the device: explicit_model | router | client_prefer | cascade_*
+    tool_plan: ToolPlan | None = None  # the answer may be tool calls, written as this plan says
     created: int = field(default_factory=lambda: int(time.time()))
 
 

@@ -13,6 +13,7 @@ this same pipeline, built by ``runtime.open_runtime``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import uuid
@@ -23,6 +24,7 @@ import numpy as np
 from localllm.daemon.engine.llama_engine import GenerationJob
 from localllm.daemon.engine.model_registry import ModelRegistry
 from localllm.daemon.engine.scheduler import BatchScheduler
+from localllm.daemon.engine.tool_calls import ToolPlan, plan_grammar, template_tools, with_tools_described
 from localllm.daemon.pipeline.generation import Generation, iterate, replay_events
 from localllm.daemon.pipeline.recording import OnFinished, RequestRecorder
 from localllm.daemon.pipeline.upstream_answer import UpstreamAnswered, UpstreamCall, UpstreamFailed, UpstreamSender
@@ -46,6 +48,9 @@ from localllm.store.request_log import RequestLog, RequestRecord
 from localllm.vocabulary import AnswerText, Finished, RequestContext, Sampling
 
 log = logging.getLogger(__name__)
+
+# X-LocalLLM-Fallback-Reason when a request with tools or a JSON response_format was meant for an upstream.
+LOCAL_ONLY_OUTPUT = "structured_output_local"
 
 
 class Pipeline:
@@ -73,6 +78,7 @@ class Pipeline:
         the local model would refuse when generating (a prompt or max_tokens beyond its context, a
         logit_bias outside its vocabulary) is refused here too."""
         facts = request.facts()
+        request.tool_plan()  # tools whose parameters no grammar can enforce are a 400 before anything else
         decision = await self.decider.decide(facts, ctx, dry_run=dry_run)
         if dry_run and isinstance(decision, AnswerLocally):
             scheduler = decision.model
@@ -85,12 +91,17 @@ class Pipeline:
     async def chat(self, request: ChatCompletionRequest, ctx: RequestContext | None = None) -> Generation:
         ctx = ctx or RequestContext()
         facts = request.facts()
+        request.tool_plan()  # tools whose parameters no grammar can enforce are a 400 before anything else
         decision = await self.decider.decide(facts, ctx)
         return await self.act(decision, request, facts, ctx)
 
     async def act(self, decision: Decision, request: ChatCompletionRequest, facts: RequestFacts,
                   ctx: RequestContext) -> Generation:
         while True:
+            if isinstance(decision, SendUpstream) and (request.tools or request.output_schema() is not None):
+                # Tools and JSON output are the local engine's (grammar-constrained) for now.
+                decision = await self.decider.fall_back(decision, LOCAL_ONLY_OUTPUT, facts, ctx)
+                continue
             if isinstance(decision, ReplayFromCache):
                 return self._replay_decision(decision, request, facts, ctx)
             if isinstance(decision, AnswerLocally):
@@ -106,20 +117,39 @@ class Pipeline:
         record.upstream = decision.upstream.name if decision.upstream is not None else None
         gen = self._replay(record.request_id, decision.model, decision.cache, record, ctx)
         gen.fallback_reason = decision.fallback_reason
+        if decision.upstream is None and request.tools:
+            gen.tool_plan = request.tool_plan(self.registry.get(decision.model).engine.tool_format)
         return gen
 
     async def _answer_locally(self, decision: AnswerLocally, request: ChatCompletionRequest, facts: RequestFacts,
                               ctx: RequestContext) -> Generation:
         scheduler = decision.model
         record = self._chat_record(decision, request, facts, ctx, scheduler.model_name)
-        prompt_tokens = await scheduler.render_and_tokenize(facts.messages)
-        if decision.cascade_to is not None:
+        plan = request.tool_plan(scheduler.engine.tool_format)
+        prompt_tokens = await self._prompt(scheduler, request, facts, plan)
+        sampling = request.sampling()
+        grammar = plan_grammar(plan) if plan is not None else None
+        if grammar is not None:
+            sampling = dataclasses.replace(sampling, grammar=grammar)
+        constrained = plan is not None or sampling.grammar is not None
+        if decision.cascade_to is not None and not constrained:  # a weak call or JSON has nowhere better to go yet
             return await self._cascade(decision, prompt_tokens, request, facts, record, ctx)
-        gen = self._generate(record.request_id, scheduler, prompt_tokens, request.sampling(), request.max_tokens,
+        gen = self._generate(record.request_id, scheduler, prompt_tokens, sampling, request.max_tokens,
                              record, decision.cache, ctx, shrink=decision.fallback_reason is not None,
                              findings=decision.findings, messages=facts.messages)
-        gen.fallback_reason = decision.fallback_reason
+        gen.fallback_reason, gen.tool_plan = decision.fallback_reason, plan
         return gen
+
+    @staticmethod
+    async def _prompt(scheduler: BatchScheduler, request: ChatCompletionRequest, facts: RequestFacts,
+                      plan: ToolPlan | None) -> list[int]:
+        """The prompt's tokens; with tools, shown to the model the way it understands them."""
+        if plan is None:
+            return await scheduler.render_and_tokenize(facts.messages)
+        messages = request.template_messages(plan.format)
+        if plan.format == "json":
+            return await scheduler.render_and_tokenize(with_tools_described(messages, plan))
+        return await scheduler.render_and_tokenize(messages, template_tools(plan))
 
     async def _send(self, decision: SendUpstream, request: ChatCompletionRequest, facts: RequestFacts,
                     ctx: RequestContext) -> UpstreamAnswered | UpstreamFailed:

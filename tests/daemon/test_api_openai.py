@@ -125,7 +125,8 @@ async def test_unknown_model_is_404(make_client):
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
     ({"n": 2}, None),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
+    ({"n": 2}, "n"),
 ])
 async def test_invalid_parameters_are_400_naming_the_field(make_client, change, param):
     client = sdk(await make_client())
