@@ -113,6 +113,9 @@ class ConfigError(LocalLLMError):
 
 
 class ModelPullError(LocalLLMError):
+    """A pull that cannot be done as asked (the message says why and what to do)."""
+
+    status = 400
     error_type = "model_pull_error"
 
 
@@ -125,6 +128,7 @@ class ChecksumMismatch(ModelPullError):
 
 
 class InvalidGGUF(LocalLLMError):
+    status = 422
     error_type = "invalid_model_file"
 
     def __init__(self, message: str, *, reason: str):

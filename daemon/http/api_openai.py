@@ -31,7 +31,7 @@ FALLBACK_HEADER = "X-LocalLLM-Fallback-Reason"
 ROUTE_REASON_HEADER = "X-LocalLLM-Route-Reason"
 # Answered without a token: liveness and readiness, for supervisors and `localllm status`. Without a
 # valid token (when one is set) they say only whether the daemon is up and ready.
-PUBLIC_PATHS = frozenset({"/health", "/health/live", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/health/live", "/openapi.json", "/"})
 SHOW_DETAILS = web.RequestKey("show_details", bool)
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from localllm.config import Settings
 from localllm.daemon.engine.model_registry import ModelRegistry
+from localllm.daemon.http.api_ollama import add_ollama_routes
 from localllm.daemon.http.api_openai import PUBLIC_PATHS, SHOW_DETAILS, add_routes
 from localllm.daemon.http.api_route import add_route_routes
 from localllm.daemon.http.api_store import add_store_routes
@@ -37,17 +38,22 @@ from localllm.vocabulary import DEFAULT_NAMESPACE
 log = logging.getLogger(__name__)
 
 
-def error_response(exc: LocalLLMError, extra_headers: dict[str, str] | None = None) -> web.Response:
+def error_response(exc: LocalLLMError, extra_headers: dict[str, str] | None = None, *,
+                   ollama: bool = False) -> web.Response:
+    """OpenAI's error shape, or Ollama's ({"error": message}) on Ollama's endpoints."""
     headers = dict(extra_headers or {})
     if isinstance(exc, ServiceUnavailable | RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
-    return web.json_response(exc.to_openai(), status=exc.status, headers=headers)
+    body = {"error": exc.message} if ollama else exc.to_openai()
+    return web.json_response(body, status=exc.status, headers=headers)
 
 
-def _http_error(exc: web.HTTPException) -> web.Response:
+def _http_error(exc: web.HTTPException, *, ollama: bool = False) -> web.Response:
     kind = "invalid_request_error" if exc.status < 500 else "server_error"
     message = {404: "No such endpoint. See GET /v1/models, POST /v1/chat/completions, POST /v1/completions.",
                405: f"Method not allowed here; use {', '.join(sorted(getattr(exc, 'allowed_methods', ()) or ()))}."}
+    if ollama:
+        return web.json_response({"error": message.get(exc.status, exc.reason)}, status=exc.status)
     body = {"error": {"message": message.get(exc.status, exc.reason), "type": kind, "param": None,
                       "code": exc.reason.lower().replace(" ", "_")}}
     return web.json_response(body, status=exc.status)
@@ -89,9 +95,9 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
             response = await handler(request)
         except LocalLLMError as exc:
             _log_refused(request, exc)
-            return error_response(exc, cors)
+            return error_response(exc, cors, ollama=request.path.startswith("/api/"))
         except web.HTTPException as exc:
-            response = _http_error(exc)
+            response = _http_error(exc, ollama=request.path.startswith("/api/"))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = web.json_response(
@@ -111,6 +117,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
     add_store_routes(app)
     add_route_routes(app)
     add_openapi_route(app)
+    add_ollama_routes(app)
     if runtime is None:
         app.cleanup_ctx.append(functools.partial(_lifecycle, on_startup_failure=on_startup_failure))
     return app
