@@ -250,6 +250,7 @@ class ChatCompletionRequest(_Generation):
     functions: list[Any] | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     localllm: LocalLLMOptions | None = None
 
     @model_validator(mode="after")
@@ -267,11 +268,16 @@ class ChatCompletionRequest(_Generation):
         if names and self.tool_choice != "none" and self.output_schema() is not None:
             raise _Unsupported("response_format", "tools and a JSON response_format cannot be combined yet: "
                                "send one or the other.")
-        if self.logprobs:
-            raise _Unsupported("logprobs", "logprobs are not supported yet; leave out `logprobs`.")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise _Unsupported("top_logprobs", "top_logprobs needs logprobs: true.")
         if self.max_tokens is None and self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         return self
+
+    @property
+    def logprobs_wanted(self) -> int | None:
+        """How many alternatives to report per token (0: only the token's own), or None for no logprobs."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def template_messages(self, format: Format = "json") -> list[dict]:
         return template_messages(self.messages, format)
@@ -316,6 +322,7 @@ class ChatCompletionRequest(_Generation):
         """What deciding where it goes needs to know."""
         return RequestFacts(
             model=self.model, messages=self.template_messages(), deterministic=self.deterministic,
+            cacheable=not self.logprobs,  # a cached answer has no log-probabilities to give
             stream=self.stream, max_tokens=self.max_tokens,
             escalation=self.localllm.escalation if self.localllm else None,
             cascade_opt_in=bool(self.localllm and self.localllm.cascade),

@@ -58,6 +58,7 @@ class RequestFacts:
     cascade_opt_in: bool = False          # the body's localllm.cascade
     # What else must match for a cached answer to fit: sampling settings, tools, response format.
     cache_scope: dict = field(default_factory=dict)
+    cacheable: bool = True  # False: a cached answer could not give what the request asks (logprobs)
 
 
 class Decider:
@@ -202,7 +203,7 @@ class Decider:
     @staticmethod
     def chat_cache_key(facts: RequestFacts, model: str) -> CacheKey | None:
         messages = facts.messages
-        if messages[-1]["role"] != "user":
+        if not facts.cacheable or messages[-1]["role"] != "user":
             return None  # e.g. an assistant prefill: not a question to match
         scope = {"endpoint": "chat", "model": model, "earlier_turns": messages[:-1], **facts.cache_scope}
         return CacheKey(scope_sha256(scope), messages[-1]["content"])

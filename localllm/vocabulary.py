@@ -44,8 +44,20 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability, and the most likely alternatives at its place."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()  # (token, logprob, bytes), most likely first
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
+    # The tokens whose text this delta carries, when the request asked for logprobs.
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,11 +79,13 @@ class AnswerText:
     def __init__(self) -> None:
         self._parts: list[str] = []
         self.finished: Finished | None = None
+        self.logprobs: list[TokenLogprob] = []
 
     def add(self, event: AnswerEvent) -> str:
         """Take one event; returns its text ('' for the Finished event)."""
         if isinstance(event, TextDelta):
             self._parts.append(event.text)
+            self.logprobs.extend(event.logprobs)
             return event.text
         self.finished = event
         return ""

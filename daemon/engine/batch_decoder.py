@@ -41,7 +41,7 @@ from localllm.daemon.engine.sampler_chain import SamplerChain
 from localllm.daemon.engine.step_cost import StepCost
 from localllm.daemon.engine.token_text import TokenText
 from localllm.errors import LocalLLMError, ServiceUnavailable
-from localllm.vocabulary import Finished, TextDelta
+from localllm.vocabulary import Finished, TextDelta, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class _Request:
     order: int
     generated: int = 0
     pending: int | None = None  # sampled, shown to the client, not yet in the KV cache
+    logprobs: list = field(default_factory=list)  # TokenLogprob of tokens whose text is not sent yet
 
     @property
     def prompt(self) -> list[int]:
@@ -280,19 +281,24 @@ class BatchDecoder:
     def _next_token(self, slot: _Slot, row: int) -> None:
         request = slot.request
         logits = None
-        if request.confidence is not None:
+        if request.confidence is not None or request.job.logprobs is not None:
+            # Copied: the sampler may write biases into the row, and the next decode overwrites it.
             logits = np.ctypeslib.as_array(self._llama_cpp.llama_get_logits_ith(self._ctx, row),
-                                           shape=(self._n_vocab,))
+                                           shape=(self._n_vocab,)).copy()
         token = request.sampler.sample(self._ctx, row)
         if self.engine.ends_generation(token):
             self._finish(slot, "stop")
             return
         request.generated += 1
-        if logits is not None:
+        if request.confidence is not None:
             request.confidence.observe(logits, token)
-        text = request.text.push(self.engine.piece(token))
+        piece = self.engine.piece(token)
+        if request.job.logprobs is not None:
+            request.logprobs.append(token_logprob(logits, token, request.job.logprobs, self.engine.piece))
+        text = request.text.push(piece)
         if text:
-            request.emit(TextDelta(text))
+            request.emit(TextDelta(text, tuple(request.logprobs)))
+            request.logprobs.clear()
         if request.text.stopped:
             self._finish(slot, "stop")
         elif request.generated >= request.job.max_tokens or len(slot.cached) + 1 >= self.engine.n_ctx:
@@ -306,7 +312,7 @@ class BatchDecoder:
         request = slot.request
         tail = request.text.finish()
         if tail:
-            request.emit(TextDelta(tail))
+            request.emit(TextDelta(tail, tuple(request.logprobs)))
         confidence = request.confidence
         request.emit(Finished(
             reason, len(request.prompt), request.generated,
@@ -362,3 +368,19 @@ class BatchDecoder:
         if self._batch is not None:
             self._llama_cpp.llama_batch_free(self._batch)
             self._batch = None
+
+
+def token_logprob(logits: np.ndarray, token: int, top: int, piece) -> TokenLogprob:
+    """``token``'s log-probability under ``logits`` and the ``top`` most likely tokens, as OpenAI reports
+    them (text, log-probability, UTF-8 bytes)."""
+    shifted = logits.astype(np.float64) - float(logits.max())
+    log_probs = shifted - np.log(np.exp(shifted).sum())
+
+    def described(index: int) -> tuple[str, float, tuple[int, ...]]:
+        raw = piece(int(index))
+        return raw.decode("utf-8", "replace"), float(log_probs[index]), tuple(raw)
+
+    best = np.argpartition(-log_probs, top)[:top] if top else np.array([], dtype=np.int64)
+    best = best[np.argsort(-log_probs[best])]
+    text, logprob, raw = described(token)
+    return TokenLogprob(text, logprob, raw, tuple(described(index) for index in best))

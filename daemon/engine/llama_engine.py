@@ -34,6 +34,8 @@ class GenerationJob:
     # Report mean log-probability and entropy (for the cascade): a softmax over the
     # vocabulary per token, so only when someone will judge the answer.
     measure_confidence: bool = False
+    # Each token's log-probability and this many most likely alternatives (None: not asked for).
+    logprobs: int | None = None
 
 
 class ModelLoadError(ServiceUnavailable):

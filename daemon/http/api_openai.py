@@ -118,9 +118,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = parse_request(ChatCompletionRequest, await read_json(request))
     gen = await runtime_of(request).pipeline.chat(body, ctx)
     if body.stream:
-        return await _stream(request, gen, chat=True, include_usage=body.include_usage)
-    text, finished = await _collect(gen)
-    return _json(shapes.chat_completion(gen, text, finished), gen)
+        return await _stream(request, gen, chat=True, include_usage=body.include_usage, logprobs=bool(body.logprobs))
+    async with aclosing(gen.events) as events:
+        answer = await AnswerText.read(events)
+    return _json(shapes.chat_completion(gen, answer.text, answer.finished,
+                                        answer.logprobs if body.logprobs else None), gen)
 
 
 @documented(summary="Text completion of a raw prompt (OpenAI's legacy shape), as JSON or SSE.",
@@ -161,21 +163,23 @@ def _json(payload: dict, gen: Generation) -> web.Response:
     return web.json_response(payload, headers=served_by(gen))
 
 
-async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_usage: bool) -> web.StreamResponse:
+async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_usage: bool,
+                  logprobs: bool = False) -> web.StreamResponse:
     events = gen.events.__aiter__()
     # Wait for the first event before sending headers, so a full queue or an
     # engine error still becomes a proper HTTP status instead of a broken stream.
     first = await anext(events, None)
     writer = SSEWriter(request, headers=served_by(gen))
     await writer.open()
-    chunks = shapes.ChatChunks(gen, with_usage=include_usage) if chat else None
+    chunks = shapes.ChatChunks(gen, with_usage=include_usage, logprobs=logprobs) if chat else None
     try:
         for chunk in chunks.start() if chat else []:
             await writer.send(chunk)
         event = first
         while event is not None:
             if isinstance(event, TextDelta):
-                for chunk in chunks.text(event.text) if chat else [shapes.completion_chunk(gen, event.text)]:
+                for chunk in (chunks.text(event.text, event.logprobs) if chat
+                              else [shapes.completion_chunk(gen, event.text)]):
                     await writer.send(chunk)
             elif chat:
                 for chunk in chunks.finished(event):

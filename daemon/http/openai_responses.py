@@ -12,7 +12,15 @@ def usage(finished: Finished) -> dict:
             "total_tokens": finished.prompt_tokens + finished.completion_tokens}
 
 
-def chat_completion(gen: Generation, text: str, finished: Finished) -> dict:
+def logprobs_content(tokens) -> dict:
+    """OpenAI's choice.logprobs for these tokens."""
+    return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes),
+                         "top_logprobs": [{"token": token, "logprob": logprob, "bytes": list(raw)}
+                                          for token, logprob, raw in t.top]} for t in tokens],
+            "refusal": None}
+
+
+def chat_completion(gen: Generation, text: str, finished: Finished, logprobs=None) -> dict:
     calls = parse_calls(text, gen.tool_plan) if gen.tool_plan is not None else None
     if calls:
         message = {"role": "assistant", "content": None, "tool_calls": [tool_call(call) for call in calls]}
@@ -22,7 +30,9 @@ def chat_completion(gen: Generation, text: str, finished: Finished) -> dict:
     return {
         "id": gen.id, "object": "chat.completion", "created": gen.created, "model": gen.model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "message": message,
+                     "logprobs": logprobs_content(logprobs) if logprobs is not None else None,
+                     "finish_reason": finish_reason}],
         "usage": usage(finished),
     }
 
@@ -36,28 +46,34 @@ class ChatChunks:
     can be told apart from a plain answer; a call is then sent as OpenAI streams one (id and name, then
     the arguments), which the SDKs put back together."""
 
-    def __init__(self, gen: Generation, *, with_usage: bool):
-        self.gen, self.with_usage = gen, with_usage
+    def __init__(self, gen: Generation, *, with_usage: bool, logprobs: bool = False):
+        self.gen, self.with_usage, self.logprobs = gen, with_usage, logprobs
         self._held = ""
+        self._held_logprobs: list = []
         self._deciding = gen.tool_plan is not None and gen.tool_plan.mode != "none"
         self._calling = False
 
     def start(self) -> list[dict]:
         return [chat_chunk(self.gen, {"role": "assistant", "content": ""}, with_usage=self.with_usage)]
 
-    def text(self, text: str) -> list[dict]:
+    def text(self, text: str, logprobs=()) -> list[dict]:
         if self._deciding or self._calling:
             self._held += text
+            self._held_logprobs.extend(logprobs)
             if self._deciding:
                 verdict = may_start_a_call(self._held, self.gen.tool_plan)
                 if verdict is None:
                     return []
                 self._deciding, self._calling = False, verdict
                 if not verdict:
-                    text, self._held = self._held, ""
-                    return [self._content(text)]
+                    return [self._release()]
             return []
-        return [self._content(text)]
+        return [self._content(text, logprobs)]
+
+    def _release(self) -> dict:
+        text, tokens = self._held, self._held_logprobs
+        self._held, self._held_logprobs = "", []
+        return self._content(text, tokens)
 
     def finished(self, finished: Finished) -> list[dict]:
         chunks: list[dict] = []
@@ -73,22 +89,26 @@ class ChatChunks:
                     chunks.append(chat_chunk(self.gen, {"tool_calls": [
                         {"index": index, "function": {"arguments": call.arguments}}]}, with_usage=self.with_usage))
             else:
-                chunks.append(self._content(self._held))
-            self._held = ""
+                chunks.append(self._release())
+            self._held, self._held_logprobs = "", []
         chunks.append(chat_chunk(self.gen, {}, reason, with_usage=self.with_usage))
         if self.with_usage:
             chunks.append(chat_usage_chunk(self.gen, finished))
         return chunks
 
-    def _content(self, text: str) -> dict:
-        return chat_chunk(self.gen, {"content": text}, with_usage=self.with_usage)
+    def _content(self, text: str, logprobs=()) -> dict:
+        return chat_chunk(self.gen, {"content": text}, with_usage=self.with_usage,
+                          logprobs=list(logprobs) if self.logprobs else None)
 
 
-def chat_chunk(gen: Generation, delta: dict, finish_reason: str | None = None, *, with_usage: bool = False) -> dict:
+def chat_chunk(gen: Generation, delta: dict, finish_reason: str | None = None, *, with_usage: bool = False,
+               logprobs=None) -> dict:
     chunk = {
         "id": gen.id, "object": "chat.completion.chunk", "created": gen.created, "model": gen.model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "delta": delta,
+                     "logprobs": logprobs_content(logprobs) if logprobs is not None else None,
+                     "finish_reason": finish_reason}],
     }
     if with_usage:
         chunk["usage"] = None

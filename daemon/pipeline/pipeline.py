@@ -49,7 +49,8 @@ from localllm.vocabulary import AnswerText, Finished, RequestContext, Sampling
 
 log = logging.getLogger(__name__)
 
-# X-LocalLLM-Fallback-Reason when a request with tools or a JSON response_format was meant for an upstream.
+# X-LocalLLM-Fallback-Reason when a request with tools, a JSON response_format or logprobs was meant for an
+# upstream.
 LOCAL_ONLY_OUTPUT = "structured_output_local"
 
 
@@ -98,7 +99,8 @@ class Pipeline:
     async def act(self, decision: Decision, request: ChatCompletionRequest, facts: RequestFacts,
                   ctx: RequestContext) -> Generation:
         while True:
-            if isinstance(decision, SendUpstream) and (request.tools or request.output_schema() is not None):
+            if isinstance(decision, SendUpstream) and (request.tools or request.output_schema() is not None
+                                                       or request.logprobs):
                 # Tools and JSON output are the local engine's (grammar-constrained) for now.
                 decision = await self.decider.fall_back(decision, LOCAL_ONLY_OUTPUT, facts, ctx)
                 continue
@@ -131,12 +133,12 @@ class Pipeline:
         grammar = plan_grammar(plan) if plan is not None else None
         if grammar is not None:
             sampling = dataclasses.replace(sampling, grammar=grammar)
-        constrained = plan is not None or sampling.grammar is not None
+        constrained = plan is not None or sampling.grammar is not None or request.logprobs
         if decision.cascade_to is not None and not constrained:  # a weak call or JSON has nowhere better to go yet
             return await self._cascade(decision, prompt_tokens, request, facts, record, ctx)
         gen = self._generate(record.request_id, scheduler, prompt_tokens, sampling, request.max_tokens,
                              record, decision.cache, ctx, shrink=decision.fallback_reason is not None,
-                             findings=decision.findings, messages=facts.messages)
+                             findings=decision.findings, messages=facts.messages, logprobs=request.logprobs_wanted)
         gen.fallback_reason, gen.tool_plan = decision.fallback_reason, plan
         return gen
 
@@ -248,9 +250,10 @@ class Pipeline:
 
     def _generate(self, gen_id: str, scheduler: BatchScheduler, prompt_tokens: list[int], sampling: Sampling,
                   max_tokens: int | None, record: RequestRecord, cache: CacheCheck, ctx: RequestContext, *,
-                  findings: PendingFindings, messages: list[dict], shrink: bool = False) -> Generation:
+                  findings: PendingFindings, messages: list[dict], shrink: bool = False,
+                  logprobs: int | None = None) -> Generation:
         max_tokens = scheduler.engine.check_fits(len(prompt_tokens), max_tokens, shrink=shrink)
-        job = GenerationJob(prompt_tokens, max_tokens, sampling)
+        job = GenerationJob(prompt_tokens, max_tokens, sampling, logprobs=logprobs)
         record.route, record.cache = "local", cache.outcome
         store = _storable(cache, ctx)
         sensitive: list[Finding] = []
