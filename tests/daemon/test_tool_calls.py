@@ -179,3 +179,22 @@ async def test_a_hermes_template_gets_calls_in_its_own_format(make_client, defau
         assert_valid_calls(reply.choices[0].message.tool_calls)
     finally:
         await registry.stop_all()
+
+
+async def test_the_guard_scans_tool_arguments_and_tool_results(make_client):
+    server = await make_client(make_settings(cache={"enabled": False}))
+    history = [{"role": "user", "content": "Call my colleague."},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_1", "type": "function", "function": {
+                       "name": "lookup", "arguments": json.dumps({"who": "colleague"})}}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "Reach her at jane.doe@example.com"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_2", "type": "function", "function": {
+                       "name": "dial", "arguments": json.dumps({"number": "+1 415 555 0132"})}}]},
+               {"role": "tool", "tool_call_id": "call_2", "content": "ringing"}]
+    tools = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+             for name in ("lookup", "dial")]
+    plan = await (await server.post("/v1/route", json={"model": DEFAULT_MODEL, "messages": history,
+                                                       "tools": tools})).json()
+    found = {(f["message_index"], f["type"]) for f in plan["sensitive"]["findings"]}
+    assert (2, "EMAIL_ADDRESS") in found and (3, "PHONE_NUMBER") in found, found
