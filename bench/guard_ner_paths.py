@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             paths[name] = _numpy_decoding(GreedyEntityDecoder(recognizer, encoder))
     tokenizer = nlp.make_doc
 
-    prompts = guard_quality.latency_prompts(guard_quality.load_records(), n=args.prompts)
+    prompts = guard_quality.latency_prompts(guard_quality.load_records(guard_quality.DEFAULT_DATA), n=args.prompts)
     times: dict[str, list[float]] = {name: [] for name in paths}
     differing = 0
     with threadpool_limits(limits=1, user_api="blas"):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from guard_quality import load_records  # noqa: E402
+from guard_quality import DEFAULT_DATA, load_records  # noqa: E402
 
 from localllm.config import DEFAULT_MODEL, load_settings  # noqa: E402
 from localllm.daemon.http.server import resolve_model_file
@@ -34,7 +34,7 @@ STORY = [{"role": "user", "content": "Write a long story about a robot who learn
 def prompts_of(chars: int, count: int) -> list[str]:
     """Dev-data sentences joined into prompts of about ``chars`` characters."""
     prompts, current = [], ""
-    for record in load_records():
+    for record in load_records(DEFAULT_DATA):
         current += record.text + " "
         if len(current) >= chars:
             prompts.append(current[:chars])

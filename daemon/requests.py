@@ -22,6 +22,9 @@ from localllm.errors import InvalidRequest
 from localllm.vocabulary import Sampling
 
 _TOKEN_ID = re.compile(r"[0-9]{1,12}")
+# Tools, JSON output and logprobs need the local model's grammar and logits: such requests are answered
+# here (this is their X-LocalLLM-Fallback-Reason when they named an upstream).
+LOCAL_ONLY = "structured_output_local"
 
 
 class _Body(BaseModel):
@@ -323,6 +326,7 @@ class ChatCompletionRequest(_Generation):
         return RequestFacts(
             model=self.model, messages=self.template_messages(), deterministic=self.deterministic,
             cacheable=not self.logprobs,  # a cached answer has no log-probabilities to give
+            local_only=LOCAL_ONLY if self.tools or self.output_schema() is not None or self.logprobs else None,
             stream=self.stream, max_tokens=self.max_tokens,
             escalation=self.localllm.escalation if self.localllm else None,
             cascade_opt_in=bool(self.localllm and self.localllm.cascade),

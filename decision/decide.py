@@ -59,6 +59,9 @@ class RequestFacts:
     # What else must match for a cached answer to fit: sampling settings, tools, response format.
     cache_scope: dict = field(default_factory=dict)
     cacheable: bool = True  # False: a cached answer could not give what the request asks (logprobs)
+    # Why only the local model can answer it (tools, JSON output, logprobs need its grammar and logits),
+    # or None: then no upstream is sent it, and this is the X-LocalLLM-Fallback-Reason when one was meant to.
+    local_only: str | None = None
 
 
 class Decider:
@@ -139,6 +142,9 @@ class Decider:
             score, cache.vector = await self.router_score(facts.messages, cache.vector, always=dry_run)
             plan = self.planner.plan(await findings, escalation, score, stream=facts.stream,
                                      cascade_opt_in=facts.cascade_opt_in, observe=not dry_run)
+        if facts.local_only is not None and plan.cascade is not None:
+            plan.cascade = None
+            plan.reasons.append(f"local: nothing is escalated ({facts.local_only})")
         egress = None
         if dry_run and escalation_upstream is not None:
             egress = (escalation_upstream, self.planner.egress_verdict(await findings, escalation_upstream))
@@ -156,11 +162,15 @@ class Decider:
                             fallback_reason: str | None = None, vector: np.ndarray | None = None,
                             score: float | None = None, threshold: float | None = None,
                             reasons: list[str] | None = None) -> Decision:
-        """Send to ``upstream`` if the policy and the budget allow; its cached answers count too."""
+        """Send to ``upstream`` if the request may go there and the policy and the budget allow; its cached
+        answers count too."""
         reasons = list(reasons or [])
         verdict = self.planner.egress_verdict(await findings, upstream)
         common = dict(escalation=escalation, findings=findings, score=score, threshold=threshold,
                       egress=(upstream, verdict))
+        if facts.local_only is not None:
+            reasons.append(f"local: only the local model can answer this request ({facts.local_only})")
+            return await self._instead(fallback, facts.local_only, facts, ctx, findings, common, reasons, dry_run)
         if verdict.action == "block":
             reasons.append(blocked_reason(verdict, upstream))
             return await self._instead(fallback, verdict.reason, facts, ctx, findings, common, reasons, dry_run)

@@ -254,7 +254,7 @@ class GrammarConstraint:
         # The whole vocabulary, for masking when that token is refused.
         self._all = (llama_cpp.llama_token_data * n_vocab)()
         self._all_view = np.frombuffer(self._all, dtype=_TOKEN_DATA)
-        self._all_view["id"] = np.arange(n_vocab, dtype=np.int32)
+        self._ids = np.arange(n_vocab, dtype=np.int32)
         self._all_array = llama_cpp.llama_token_data_array(data=self._all, size=n_vocab, selected=-1, sorted=False)
 
     def allows(self, token: int, logit: float) -> bool:
@@ -266,7 +266,7 @@ class GrammarConstraint:
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """A copy of ``logits`` with every token the grammar forbids now at -inf."""
         view = self._all_view
-        view["id"] = np.arange(len(view), dtype=np.int32)
+        view["id"] = self._ids  # the grammar compacts the array in place: start from the whole vocabulary
         view["logit"] = logits
         self._all_array.size, self._all_array.selected, self._all_array.sorted = len(view), -1, False
         self._llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(self._all_array))

@@ -110,9 +110,10 @@ class SamplerChain:
             buffer = (llama_cpp.llama_token_data * self._n_vocab)()
             self._candidates = (buffer, np.frombuffer(buffer, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]),
                                 llama_cpp.llama_token_data_array(data=buffer, size=self._n_vocab, selected=-1,
-                                                                 sorted=False))
-        buffer, view, array = self._candidates
-        view["id"] = np.arange(self._n_vocab, dtype=np.int32)
+                                                                 sorted=False),
+                                np.arange(self._n_vocab, dtype=np.int32))
+        buffer, view, array, ids = self._candidates
+        view["id"] = ids  # the chain's samplers sort and cut the array in place
         view["logit"] = logits
         view["p"] = 0.0
         array.size, array.selected, array.sorted = self._n_vocab, -1, False

@@ -232,3 +232,39 @@ def may_start_a_call(text: str, plan: ToolPlan) -> bool | None:
     if stripped.startswith(opener):
         return True
     return None if opener.startswith(stripped) else False
+
+
+class CallHold:
+    """A streamed answer under a tool plan: its text is passed on at once unless it may be a call; then it
+    is held to the end and turned into calls, or let go as text when it cannot be one after all."""
+
+    def __init__(self, plan: ToolPlan | None):
+        self.plan = plan
+        self._text, self._logprobs = "", []
+        self._deciding = plan is not None and plan.mode != "none"
+        self._calling = False
+
+    def feed(self, text: str, logprobs=()) -> tuple[str, list]:
+        """The text (and its tokens' logprobs) to pass on now: ("", []) while it is held."""
+        if not (self._deciding or self._calling):
+            return text, list(logprobs)
+        self._text += text
+        self._logprobs.extend(logprobs)
+        if self._deciding:
+            verdict = may_start_a_call(self._text, self.plan)
+            if verdict is not None:
+                self._deciding, self._calling = False, verdict
+                if not verdict:
+                    return self._release()
+        return "", []
+
+    def finish(self) -> tuple[list[ToolCall] | None, str, list]:
+        """At the end of the answer: (its calls, or None; the held text still to pass on, and its logprobs)."""
+        text, logprobs = self._release()
+        calls = parse_calls(text, self.plan) if text else None
+        return (calls, "", []) if calls else (None, text, logprobs)
+
+    def _release(self) -> tuple[str, list]:
+        released = self._text, self._logprobs
+        self._text, self._logprobs = "", []
+        return released

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from localllm.daemon.http import ollama_shapes as shapes
 from localllm.daemon.http.api_openai import read_json
+from localllm.daemon.http.api_store import embed_texts
 from localllm.daemon.http.app_keys import REGISTRY, SETTINGS, runtime_of
 from localllm.daemon.http.ollama_requests import (
     OllamaChatRequest,
@@ -32,8 +33,10 @@ from localllm.daemon.http.ollama_requests import (
 from localllm.daemon.http.openapi import documented
 from localllm.daemon.http.request_context import context_from_headers
 from localllm.daemon.http.security import TOKEN_NAMESPACE
+from localllm.daemon.models.catalog import entry_for_filename
 from localllm.daemon.models.gguf_info import read_gguf_info
 from localllm.daemon.models.model_files import ModelFiles, sha256_of_file
+from localllm.daemon.models.pull_sources import plan_pull
 from localllm.daemon.models.puller import pull
 from localllm.daemon.requests import ChatCompletionRequest, parse_request
 from localllm.errors import InvalidRequest, LocalLLMError, ModelNotFound
@@ -131,28 +134,13 @@ async def _answer(request: web.Request, gen, timing: shapes.Timing, *, chat: boo
 # -- embeddings ------------------------------------------------------------------------------------
 
 
-async def _embed(request: web.Request, name: str, texts: list[str]):
-    services = runtime_of(request).services
-    embedder = services.embedder
-    if embedder is None or model_name(name).lower() not in {MODEL_ID.lower(), embedder.name.lower()}:
-        raise ModelNotFound(f"The embedding model '{name}' is not served here; use '{MODEL_ID}'.", param="model")
-    loop = asyncio.get_running_loop()
-    busy = runtime_of(request).registry.generating
-    vectors = await loop.run_in_executor(None, functools.partial(embedder.embed, texts, cores_busy=busy))
-    tokens = await loop.run_in_executor(None, embedder.count_tokens, texts)
-    return vectors, tokens, embedder
-
-
 @documented(summary="Ollama: embeddings of one or more inputs.", request=OllamaEmbedRequest, errors=ERRORS)
 async def embed(request: web.Request) -> web.Response:
     body = parse_request(OllamaEmbedRequest, await read_json(request))
     keep_alive_seconds(body.keep_alive)
     timing = shapes.Timing()
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors, tokens, embedder = await _embed(request, body.model, texts)
-    if body.dimensions is not None and body.dimensions != embedder.dimensions:
-        raise InvalidRequest(f"{MODEL_ID} gives {embedder.dimensions}-dimensional vectors and cannot shorten them.",
-                             param="dimensions")
+    vectors, tokens = await embed_texts(request, body.model, texts, body.dimensions)
     return web.json_response({"model": shapes.ollama_name(MODEL_ID), "embeddings": [v.tolist() for v in vectors],
                               "total_duration": timing.elapsed_ns(), "load_duration": 0, "prompt_eval_count": tokens})
 
@@ -161,7 +149,7 @@ async def embed(request: web.Request) -> web.Response:
 async def embeddings(request: web.Request) -> web.Response:
     body = parse_request(OllamaEmbeddingsRequest, await read_json(request))
     keep_alive_seconds(body.keep_alive)
-    vectors, _, _ = await _embed(request, body.model, [body.prompt])
+    vectors, _ = await embed_texts(request, body.model, [body.prompt])
     return web.json_response({"embedding": vectors[0].tolist()})
 
 
@@ -171,7 +159,11 @@ _DIGESTS: dict[tuple[str, int, float], str] = {}
 
 
 def _digest(path) -> str:
-    """The file's sha256, remembered while its size and modification time stay the same."""
+    """The file's sha256: the catalog's for a catalog model (pulls verify it), else read once and remembered
+    while the file's size and modification time stay the same."""
+    entry = entry_for_filename(path.name)
+    if entry is not None:
+        return entry.sha256
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime)
     if key not in _DIGESTS:
@@ -252,6 +244,7 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
         loop.call_soon_threadsafe(progress.put_nowait, (done, total))
 
     models_dir = request.app[SETTINGS].resolved_models_dir
+    expected = plan_pull(body.target).sha256  # an unpullable name is a 400 before anything streams
     job = loop.run_in_executor(None, functools.partial(pull, body.target, models_dir, progress=report))
     if not body.stream:
         await job
@@ -263,14 +256,13 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
         await response.write(json.dumps(payload).encode() + b"\n")
 
     await line({"status": "pulling manifest"})
-    digest = f"sha256:{body.target}"
+    known = {"digest": f"sha256:{expected}"} if expected else {}  # the digest only when it is known now
     while not job.done():
         waiter = asyncio.ensure_future(progress.get())
         await asyncio.wait({waiter, job}, return_when=asyncio.FIRST_COMPLETED)
         if waiter.done():
             done, total = waiter.result()
-            await line({"status": f"pulling {body.target}", "digest": digest, "total": total or done,
-                        "completed": done})
+            await line({"status": f"pulling {body.target}", **known, "total": total or done, "completed": done})
         else:
             waiter.cancel()
     try:

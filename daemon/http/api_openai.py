@@ -20,7 +20,7 @@ from localllm.daemon.pipeline.generation import Generation
 from localllm.daemon.requests import ChatCompletionRequest, CompletionRequest, parse_request
 from localllm.errors import InvalidRequest, LocalLLMError, PayloadTooLarge, UnsupportedMediaType
 from localllm.store.embedder import MODEL_ID
-from localllm.vocabulary import AnswerText, Finished, TextDelta
+from localllm.vocabulary import AnswerText, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     gen = await runtime_of(request).pipeline.chat(body, ctx)
     if body.stream:
         return await _stream(request, gen, chat=True, include_usage=body.include_usage, logprobs=bool(body.logprobs))
-    async with aclosing(gen.events) as events:
-        answer = await AnswerText.read(events)
+    answer = await _collect(gen)
     return _json(shapes.chat_completion(gen, answer.text, answer.finished,
                                         answer.logprobs if body.logprobs else None), gen)
 
@@ -134,15 +133,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
     gen = await runtime_of(request).pipeline.complete(body, ctx)
     if body.stream:
         return await _stream(request, gen, chat=False, include_usage=body.include_usage)
-    text, finished = await _collect(gen)
-    return _json(shapes.text_completion(gen, text, finished), gen)
+    answer = await _collect(gen)
+    return _json(shapes.text_completion(gen, answer.text, answer.finished), gen)
 
 
-async def _collect(gen: Generation) -> tuple[str, Finished]:
+async def _collect(gen: Generation) -> AnswerText:
     # aclosing: if the client goes away (handler cancelled), the job is cancelled now, not at GC.
     async with aclosing(gen.events) as events:
-        answer = await AnswerText.read(events)
-    return answer.text, answer.finished
+        return await AnswerText.read(events)
 
 
 def served_by(gen: Generation) -> dict[str, str]:

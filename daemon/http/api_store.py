@@ -29,32 +29,35 @@ class EmbeddingsRequest(_Body):
     dimensions: int | None = Field(None, ge=1)
 
 
-def _embedder(request: web.Request):
-    services = runtime_of(request).services
-    if services.embedder is None:
+async def embed_texts(request: web.Request, model: str, texts: list[str], dimensions: int | None = None
+                      ) -> tuple[list, int]:
+    """(the vectors, the tokens read) for ``texts`` with the served embedder, which ``model`` must name
+    (with or without an Ollama tag); the OpenAI and Ollama endpoints both embed through here."""
+    runtime = runtime_of(request)
+    embedder = runtime.services.embedder
+    if embedder is None:
         raise ModelNotFound(f"No embedding model is served here: {MODEL_ID} comes with the semantic cache or the "
                             "router (cache.enabled = true or router.enabled = true).", param="model")
-    return services.embedder
+    if model.lower().removesuffix(":latest") not in {embedder.name.lower(), MODEL_ID.lower()}:
+        raise ModelNotFound(f"The embedding model '{model}' is not served here; use '{MODEL_ID}'.", param="model")
+    if dimensions is not None and dimensions != embedder.dimensions:
+        raise InvalidRequest(f"{MODEL_ID} gives {embedder.dimensions}-dimensional vectors and cannot shorten "
+                             f"them; leave out `dimensions` or set it to {embedder.dimensions}.", param="dimensions")
+    if len(texts) > MAX_INPUTS:
+        raise InvalidRequest(f"At most {MAX_INPUTS} inputs per request; got {len(texts)}.", param="input")
+    loop = asyncio.get_running_loop()
+    embed = functools.partial(embedder.embed, texts, cores_busy=runtime.registry.generating)
+    vectors = await loop.run_in_executor(None, embed)
+    tokens = await loop.run_in_executor(None, embedder.count_tokens, texts)
+    return vectors, tokens
 
 
 @documented(summary="Sentence embeddings (all-MiniLM-L6-v2, 384 dimensions), OpenAI's shape.",
             request=EmbeddingsRequest, errors=(400, 401, 403, 404, 413, 415, 429, 503))
 async def embeddings(request: web.Request) -> web.Response:
-    embedder = _embedder(request)
     body = parse_request(EmbeddingsRequest, await read_json(request))
-    if body.model.lower() not in {embedder.name.lower(), MODEL_ID.lower()}:
-        raise ModelNotFound(f"The embedding model '{body.model}' is not served here; use '{MODEL_ID}'.",
-                            param="model")
-    if body.dimensions is not None and body.dimensions != embedder.dimensions:
-        raise InvalidRequest(f"{MODEL_ID} gives {embedder.dimensions}-dimensional vectors and cannot shorten "
-                             f"them; leave out `dimensions` or set it to {embedder.dimensions}.", param="dimensions")
     texts = [body.input] if isinstance(body.input, str) else body.input
-    if len(texts) > MAX_INPUTS:
-        raise InvalidRequest(f"At most {MAX_INPUTS} inputs per request; got {len(texts)}.", param="input")
-    loop = asyncio.get_running_loop()
-    busy = runtime_of(request).registry.generating
-    vectors = await loop.run_in_executor(None, functools.partial(embedder.embed, texts, cores_busy=busy))
-    tokens = await loop.run_in_executor(None, embedder.count_tokens, texts)
+    vectors, tokens = await embed_texts(request, body.model, texts, body.dimensions)
     data = []
     for i, vector in enumerate(vectors):
         value = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from localllm.daemon.engine.tool_calls import ToolCall, may_start_a_call, parse_calls
+from localllm.daemon.engine.tool_calls import CallHold, ToolCall, parse_calls
 from localllm.daemon.models.gguf_info import GGUFInfo
 from localllm.daemon.pipeline.generation import Generation
 from localllm.vocabulary import Finished
@@ -52,16 +52,16 @@ def _tool_calls(calls: list[ToolCall]) -> list[dict]:
     return [{"function": {"name": call.name, "arguments": json.loads(call.arguments)}} for call in calls]
 
 
-def chat_message(gen: Generation, text: str) -> tuple[dict, bool]:
-    """(the assistant message, whether it holds tool calls)."""
+def chat_message(gen: Generation, text: str) -> dict:
+    """The assistant message: its tool calls, or its text."""
     calls = parse_calls(text, gen.tool_plan) if gen.tool_plan is not None else None
     if calls:
-        return {"role": "assistant", "content": "", "tool_calls": _tool_calls(calls)}, True
-    return {"role": "assistant", "content": text}, False
+        return {"role": "assistant", "content": "", "tool_calls": _tool_calls(calls)}
+    return {"role": "assistant", "content": text}
 
 
 def chat_done(gen: Generation, text: str, finished: Finished, timing: Timing) -> dict:
-    message, _ = chat_message(gen, text)
+    message = chat_message(gen, text)
     return {"model": ollama_name(gen.model), "created_at": now_iso(), "message": message, "done": True,
             "done_reason": finished.finish_reason, **timing.report(finished)}
 
@@ -73,48 +73,32 @@ def generate_done(gen: Generation, text: str, finished: Finished, timing: Timing
 
 class OllamaLines:
     """An answer's events as Ollama's NDJSON lines. Chat text that may be a tool call is held back until
-    it can be told apart from a plain answer; a call comes whole in one line, as Ollama sends it."""
+    it can be told apart from a plain answer (``CallHold``); a call comes whole in one line, as Ollama
+    sends it."""
 
     def __init__(self, gen: Generation, timing: Timing, *, chat: bool):
         self.gen, self.timing, self.chat = gen, timing, chat
-        self._held = ""
-        self._deciding = chat and gen.tool_plan is not None and gen.tool_plan.mode != "none"
-        self._calling = False
+        self._hold = CallHold(gen.tool_plan if chat else None)
 
-    def _line(self, text: str = "", **extra) -> dict:
-        body = ({"message": {"role": "assistant", "content": text}} if self.chat else {"response": text})
-        return {"model": ollama_name(self.gen.model), "created_at": now_iso(), **body, "done": False, **extra}
+    def _line(self, text: str = "") -> dict:
+        body = {"message": {"role": "assistant", "content": text}} if self.chat else {"response": text}
+        return {"model": ollama_name(self.gen.model), "created_at": now_iso(), **body, "done": False}
 
     def text(self, text: str) -> list[dict]:
         self.timing.saw_token()
-        if self._deciding or self._calling:
-            self._held += text
-            if self._deciding:
-                verdict = may_start_a_call(self._held, self.gen.tool_plan)
-                if verdict is None:
-                    return []
-                self._deciding, self._calling = False, verdict
-                if not verdict:
-                    text, self._held = self._held, ""
-                    return [self._line(text)]
-            return []
-        return [self._line(text)]
+        text, _ = self._hold.feed(text)
+        return [self._line(text)] if text else []
 
     def finished(self, finished: Finished) -> list[dict]:
-        lines = []
-        if self._held:
-            message, calls = chat_message(self.gen, self._held)
-            if calls:
-                lines.append({**self._line(), "message": message})
-            else:
-                lines.append(self._line(self._held))
-            self._held = ""
+        calls, text, _ = self._hold.finish()
+        lines = [self._line(text)] if text else []
+        if calls:
+            lines.append({**self._line(), "message": {"role": "assistant", "content": "",
+                                                      "tool_calls": _tool_calls(calls)}})
         last = self._line()
         last.update(done=True, done_reason=finished.finish_reason, **self.timing.report(finished))
         lines.append(last)
         return lines
-
-
 def model_details(info: GGUFInfo | None) -> dict:
     architecture = info.architecture if info is not None else None
     return {"parent_model": "", "format": "gguf", "family": architecture or "",

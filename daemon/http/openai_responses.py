@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localllm.daemon.engine.tool_calls import ToolCall, may_start_a_call, parse_calls
+from localllm.daemon.engine.tool_calls import CallHold, ToolCall, parse_calls
 from localllm.daemon.pipeline.generation import Generation
 from localllm.vocabulary import Finished
 
@@ -43,54 +43,30 @@ def tool_call(call: ToolCall) -> dict:
 
 class ChatChunks:
     """An answer's events as OpenAI chat chunks. With tools, text that may be a call is held back until it
-    can be told apart from a plain answer; a call is then sent as OpenAI streams one (id and name, then
-    the arguments), which the SDKs put back together."""
+    can be told apart from a plain answer (``CallHold``); a call is then sent as OpenAI streams one (id and
+    name, then the arguments), which the SDKs put back together."""
 
     def __init__(self, gen: Generation, *, with_usage: bool, logprobs: bool = False):
         self.gen, self.with_usage, self.logprobs = gen, with_usage, logprobs
-        self._held = ""
-        self._held_logprobs: list = []
-        self._deciding = gen.tool_plan is not None and gen.tool_plan.mode != "none"
-        self._calling = False
+        self._hold = CallHold(gen.tool_plan)
 
     def start(self) -> list[dict]:
         return [chat_chunk(self.gen, {"role": "assistant", "content": ""}, with_usage=self.with_usage)]
 
     def text(self, text: str, logprobs=()) -> list[dict]:
-        if self._deciding or self._calling:
-            self._held += text
-            self._held_logprobs.extend(logprobs)
-            if self._deciding:
-                verdict = may_start_a_call(self._held, self.gen.tool_plan)
-                if verdict is None:
-                    return []
-                self._deciding, self._calling = False, verdict
-                if not verdict:
-                    return [self._release()]
-            return []
-        return [self._content(text, logprobs)]
-
-    def _release(self) -> dict:
-        text, tokens = self._held, self._held_logprobs
-        self._held, self._held_logprobs = "", []
-        return self._content(text, tokens)
+        text, tokens = self._hold.feed(text, logprobs)
+        return [self._content(text, tokens)] if text else []
 
     def finished(self, finished: Finished) -> list[dict]:
-        chunks: list[dict] = []
-        reason = finished.finish_reason
-        if self._held:
-            calls = parse_calls(self._held, self.gen.tool_plan)
-            if calls:
-                reason = "tool_calls"
-                for index, call in enumerate(calls):
-                    opening = {"index": index, "id": call.id, "type": "function",
-                               "function": {"name": call.name, "arguments": ""}}
-                    chunks.append(chat_chunk(self.gen, {"tool_calls": [opening]}, with_usage=self.with_usage))
-                    chunks.append(chat_chunk(self.gen, {"tool_calls": [
-                        {"index": index, "function": {"arguments": call.arguments}}]}, with_usage=self.with_usage))
-            else:
-                chunks.append(self._release())
-            self._held, self._held_logprobs = "", []
+        calls, text, tokens = self._hold.finish()
+        chunks = [self._content(text, tokens)] if text else []
+        for index, call in enumerate(calls or []):
+            opening = {"index": index, "id": call.id, "type": "function",
+                       "function": {"name": call.name, "arguments": ""}}
+            chunks.append(chat_chunk(self.gen, {"tool_calls": [opening]}, with_usage=self.with_usage))
+            chunks.append(chat_chunk(self.gen, {"tool_calls": [
+                {"index": index, "function": {"arguments": call.arguments}}]}, with_usage=self.with_usage))
+        reason = "tool_calls" if calls else finished.finish_reason
         chunks.append(chat_chunk(self.gen, {}, reason, with_usage=self.with_usage))
         if self.with_usage:
             chunks.append(chat_usage_chunk(self.gen, finished))
@@ -99,8 +75,6 @@ class ChatChunks:
     def _content(self, text: str, logprobs=()) -> dict:
         return chat_chunk(self.gen, {"content": text}, with_usage=self.with_usage,
                           logprobs=list(logprobs) if self.logprobs else None)
-
-
 def chat_chunk(gen: Generation, delta: dict, finish_reason: str | None = None, *, with_usage: bool = False,
                logprobs=None) -> dict:
     chunk = {

@@ -49,10 +49,6 @@ from localllm.vocabulary import AnswerText, Finished, RequestContext, Sampling
 
 log = logging.getLogger(__name__)
 
-# X-LocalLLM-Fallback-Reason when a request with tools, a JSON response_format or logprobs was meant for an
-# upstream.
-LOCAL_ONLY_OUTPUT = "structured_output_local"
-
 
 class Pipeline:
     def __init__(self, registry: ModelRegistry, decider: Decider, *, request_log: RequestLog | None = None,
@@ -99,11 +95,6 @@ class Pipeline:
     async def act(self, decision: Decision, request: ChatCompletionRequest, facts: RequestFacts,
                   ctx: RequestContext) -> Generation:
         while True:
-            if isinstance(decision, SendUpstream) and (request.tools or request.output_schema() is not None
-                                                       or request.logprobs):
-                # Tools and JSON output are the local engine's (grammar-constrained) for now.
-                decision = await self.decider.fall_back(decision, LOCAL_ONLY_OUTPUT, facts, ctx)
-                continue
             if isinstance(decision, ReplayFromCache):
                 return self._replay_decision(decision, request, facts, ctx)
             if isinstance(decision, AnswerLocally):
@@ -133,8 +124,7 @@ class Pipeline:
         grammar = plan_grammar(plan) if plan is not None else None
         if grammar is not None:
             sampling = dataclasses.replace(sampling, grammar=grammar)
-        constrained = plan is not None or sampling.grammar is not None or request.logprobs
-        if decision.cascade_to is not None and not constrained:  # a weak call or JSON has nowhere better to go yet
+        if decision.cascade_to is not None:
             return await self._cascade(decision, prompt_tokens, request, facts, record, ctx)
         gen = self._generate(record.request_id, scheduler, prompt_tokens, sampling, request.max_tokens,
                              record, decision.cache, ctx, shrink=decision.fallback_reason is not None,

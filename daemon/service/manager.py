@@ -4,7 +4,6 @@ system-wide), launchctl, or schtasks. A step that fails says what was done and w
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -140,9 +139,3 @@ def _failure(command: tuple[str, ...], run: Runner) -> str | None:
         return None
     detail = (result.stderr or result.stdout).strip().splitlines()
     return f"`{' '.join(command)}` said: {detail[0] if detail else f'exit {result.returncode}'}"
-
-
-def manager_available(kind: Kind) -> bool:
-    tool = {"systemd-user": "systemctl", "systemd-system": "systemctl", "launchd": "launchctl",
-            "windows-task": "schtasks"}[kind]
-    return shutil.which(tool) is not None

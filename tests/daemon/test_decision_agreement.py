@@ -108,3 +108,17 @@ async def test_route_and_chat_agree_when_the_router_escalates_and_when_the_budge
     plan, headers = await route_then_chat(app_client, ask("Prove that there are infinitely many primes."))
     assert (plan["target"]["route"], plan["fallback_reason"]) == ("local", "budget")
     assert_agree(plan, headers)
+
+
+async def test_route_and_chat_agree_that_tools_json_and_logprobs_stay_local(make_client, fake_cloud, upstream_key):
+    settings = with_updates(settings_with(fake_cloud), router={"escalate_to": "cloudy", "threshold": 0.0})
+    app_client = await make_client(settings)
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    for extra, model in (({"tools": [tool], "max_tokens": 40}, "cloudy"),
+                         ({"response_format": {"type": "json_object"}, "max_tokens": 40}, DEFAULT_MODEL),
+                         ({"logprobs": True}, DEFAULT_MODEL)):
+        plan, headers = await route_then_chat(app_client, ask("Prove that there are infinitely many primes.",
+                                                              model=model, **extra))
+        assert (plan["target"]["route"], plan["fallback_reason"]) == ("local", "structured_output_local"), extra
+        assert_agree(plan, headers)
+    assert fake_cloud.received == []
