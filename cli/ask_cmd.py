@@ -103,7 +103,7 @@ async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> N
                 if piece and not as_json:
                     _write(piece)
             if as_json:
-                _print_json(shapes.chat_completion(gen, answer.text, answer.finished))
+                _print_json(shapes.chat_completion(gen, answer))
             else:
                 _write("\n")
     finally:

@@ -19,12 +19,10 @@ from localllm.daemon.engine.grammar import JSON_OBJECT_SCHEMA, schema_grammar
 from localllm.daemon.engine.tool_calls import Format, FunctionSpec, ToolPlan, call_text, check_parameters
 from localllm.decision.decide import RequestFacts
 from localllm.errors import InvalidRequest
+from localllm.fallback.providers import Capability
 from localllm.vocabulary import Sampling
 
 _TOKEN_ID = re.compile(r"[0-9]{1,12}")
-# Tools, JSON output and logprobs need the local model's grammar and logits: such requests are answered
-# here (this is their X-LocalLLM-Fallback-Reason when they named an upstream).
-LOCAL_ONLY = "structured_output_local"
 
 
 class _Body(BaseModel):
@@ -321,12 +319,53 @@ class ChatCompletionRequest(_Generation):
             return None  # free text either way: the same answers
         return self.response_format.model_dump(by_alias=True, exclude_none=True)
 
+    def needs(self) -> frozenset[Capability]:
+        """What an upstream must carry to answer this request."""
+        needs: set[Capability] = set()
+        if self.tools:
+            needs.add("tools")
+        if self.output_schema() is not None:
+            needs.add("json_output")
+        if self.logprobs:
+            needs.add("logprobs")
+        return frozenset(needs)
+
+    def upstream_messages(self) -> list[dict]:
+        """The conversation in OpenAI's shape, for an upstream ("developer" as "system", which every
+        OpenAI-compatible server and Anthropic know)."""
+        messages = []
+        for message in self.messages:
+            sent: dict = {"role": "system" if message.role == "developer" else message.role,
+                          "content": message.text() if message.content is not None or not message.tool_calls
+                          else None}
+            if message.tool_calls:
+                sent["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+            if message.role == "tool":
+                sent["tool_call_id"] = message.tool_call_id
+            if message.name is not None and message.role in ("user", "assistant", "system", "developer"):
+                sent["name"] = message.name
+            messages.append(sent)
+        return messages
+
+    def upstream_fields(self) -> dict:
+        """The UpstreamRequest fields besides sampling: tools, tool choice, JSON output, logprobs."""
+        choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        fields = {"tools": [tool.model_dump(exclude_none=True) for tool in self.tools] if self.tools else None,
+                  "tool_choice": choice if self.tools else None,
+                  "parallel_tool_calls": None if self.parallel_tool_calls or not self.tools else False,
+                  "top_logprobs": self.logprobs_wanted}
+        if self.response_format is not None and self.response_format.type != "text":
+            fields["response_format"] = self.response_format.model_dump(by_alias=True, exclude_none=True)
+        return fields
+
     def facts(self) -> RequestFacts:
         """What deciding where it goes needs to know."""
+        fields = self.upstream_fields()
+        described = json.dumps([fields["tools"], fields.get("response_format")], ensure_ascii=False)
         return RequestFacts(
             model=self.model, messages=self.template_messages(), deterministic=self.deterministic,
             cacheable=not self.logprobs,  # a cached answer has no log-probabilities to give
-            local_only=LOCAL_ONLY if self.tools or self.output_schema() is not None or self.logprobs else None,
+            needs=self.needs(), extra_prompt_tokens=len(described) // 2 if self.tools or self.response_format else 0,
             stream=self.stream, max_tokens=self.max_tokens,
             escalation=self.localllm.escalation if self.localllm else None,
             cascade_opt_in=bool(self.localllm and self.localllm.cascade),

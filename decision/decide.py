@@ -37,12 +37,16 @@ from localllm.decision.decisions import (
 from localllm.decision.guard.scan import Finding, RequestScanner
 from localllm.decision.planner import RoutePlan, RoutePlanner, blocked_reason
 from localllm.fallback.budget import Budget, estimate_prompt_tokens, worst_case_usd
+from localllm.fallback.providers import Capability
 from localllm.fallback.reliability import ReliableUpstream
 from localllm.fallback.upstream_call import upstream_named
 from localllm.fallback.upstream_registry import UpstreamRegistry
 from localllm.store.cache_keys import CacheKey, scope_sha256
 from localllm.store.semantic_cache import SemanticCache
 from localllm.vocabulary import Escalation, RequestContext, stricter
+
+# The fallback reason when the upstream meant to answer cannot carry what the request needs.
+UPSTREAM_UNSUPPORTED = "upstream_unsupported"
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,10 @@ class RequestFacts:
     # What else must match for a cached answer to fit: sampling settings, tools, response format.
     cache_scope: dict = field(default_factory=dict)
     cacheable: bool = True  # False: a cached answer could not give what the request asks (logprobs)
-    # Why only the local model can answer it (tools, JSON output, logprobs need its grammar and logits),
-    # or None: then no upstream is sent it, and this is the X-LocalLLM-Fallback-Reason when one was meant to.
-    local_only: str | None = None
+    # What an upstream must be able to carry to answer it (tools, JSON output, logprobs); one that cannot
+    # is not sent it, and the local model answers (fallback reason "upstream_unsupported").
+    needs: frozenset[Capability] = frozenset()
+    extra_prompt_tokens: int = 0  # what an upstream is sent besides the messages: tool definitions, a schema
 
 
 class Decider:
@@ -142,9 +147,9 @@ class Decider:
             score, cache.vector = await self.router_score(facts.messages, cache.vector, always=dry_run)
             plan = self.planner.plan(await findings, escalation, score, stream=facts.stream,
                                      cascade_opt_in=facts.cascade_opt_in, observe=not dry_run)
-        if facts.local_only is not None and plan.cascade is not None:
-            plan.cascade = None
-            plan.reasons.append(f"local: nothing is escalated ({facts.local_only})")
+        if facts.needs and plan.cascade is not None:
+            plan.cascade = None  # the cascade judges free text: calls and JSON are not judged
+            plan.reasons.append(f"local: the cascade does not judge {', '.join(sorted(facts.needs))} answers")
         egress = None
         if dry_run and escalation_upstream is not None:
             egress = (escalation_upstream, self.planner.egress_verdict(await findings, escalation_upstream))
@@ -168,9 +173,11 @@ class Decider:
         verdict = self.planner.egress_verdict(await findings, upstream)
         common = dict(escalation=escalation, findings=findings, score=score, threshold=threshold,
                       egress=(upstream, verdict))
-        if facts.local_only is not None:
-            reasons.append(f"local: only the local model can answer this request ({facts.local_only})")
-            return await self._instead(fallback, facts.local_only, facts, ctx, findings, common, reasons, dry_run)
+        missing = sorted(facts.needs - upstream.provider.capabilities)
+        if missing:
+            reasons.append(f"local: {upstream.name} ({upstream.settings.kind}) cannot carry {', '.join(missing)}")
+            return await self._instead(fallback, UPSTREAM_UNSUPPORTED, facts, ctx, findings, common, reasons,
+                                       dry_run)
         if verdict.action == "block":
             reasons.append(blocked_reason(verdict, upstream))
             return await self._instead(fallback, verdict.reason, facts, ctx, findings, common, reasons, dry_run)
@@ -260,7 +267,8 @@ class Decider:
         if self.budget is None:
             return None
         max_tokens = facts.max_tokens or self.budget.settings.default_max_tokens
-        amount = worst_case_usd(upstream.settings, estimate_prompt_tokens(facts.messages), max_tokens)
+        prompt_tokens = estimate_prompt_tokens(facts.messages) + facts.extra_prompt_tokens
+        amount = worst_case_usd(upstream.settings, prompt_tokens, max_tokens)
         return self.budget.refusal(upstream.name, amount)
 
 

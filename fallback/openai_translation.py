@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from localllm.fallback.errors import UpstreamBadResponse, UpstreamError, scrub
 from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest, as_count, as_object, as_text
 from localllm.fallback.sse_reader import SSEEvent
-from localllm.vocabulary import Finished, TextDelta
+from localllm.vocabulary import Finished, TextDelta, TokenLogprob, ToolCall
 
 
 class OpenAIChatProvider(Provider):
+    capabilities = frozenset({"tools", "json_output", "logprobs"})
+
     def build(self, request: UpstreamRequest, api_key: str | None) -> tuple[str, dict, dict[str, str]]:
         body: dict = {"model": self.settings.model, "messages": request.messages, "stream": True,
                       "stream_options": {"include_usage": True}}
@@ -24,12 +26,17 @@ class OpenAIChatProvider(Provider):
             # may not know its replacement, max_completion_tokens.
             key = "max_completion_tokens" if self.settings.kind == "openai" else "max_tokens"
             body[key] = request.max_tokens
-        for name in ("temperature", "top_p", "seed"):
+        for name in ("temperature", "top_p", "seed", "tools", "tool_choice", "parallel_tool_calls",
+                     "response_format"):
             value = getattr(request, name)
             if value is not None:
                 body[name] = value
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.top_logprobs is not None:
+            body["logprobs"] = True
+            if request.top_logprobs:
+                body["top_logprobs"] = request.top_logprobs
         headers = {"Accept": "text/event-stream"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -38,6 +45,7 @@ class OpenAIChatProvider(Provider):
     async def translate(self, events: AsyncIterator[SSEEvent], api_key: str | None) -> AsyncIterator[StreamEvent]:
         finish_reason: str | None = None
         prompt_tokens = completion_tokens = 0
+        calls = _CallParts(self)
         async for event in events:
             if event.data.strip() == "[DONE]":
                 break
@@ -50,9 +58,12 @@ class OpenAIChatProvider(Provider):
             for choice in choices:
                 if not isinstance(choice, dict):
                     raise self.bad("a choice that is not an object")
-                text = as_text(as_object(choice.get("delta")).get("content"))
+                delta = as_object(choice.get("delta"))
+                text = as_text(delta.get("content"))
                 if text:
-                    yield TextDelta(text)
+                    yield TextDelta(text, _logprobs(as_object(choice.get("logprobs"))))
+                for call in calls.add(delta.get("tool_calls")):
+                    yield call
                 if choice.get("finish_reason"):
                     finish_reason = as_text(choice["finish_reason"]) or "stop"
             usage = chunk.get("usage")
@@ -61,9 +72,68 @@ class OpenAIChatProvider(Provider):
                 completion_tokens = as_count(usage.get("completion_tokens"))
         if finish_reason is None:
             raise self.bad("the stream ended before a finish_reason")
+        for call in calls.rest():
+            yield call
         yield Finished(finish_reason, prompt_tokens, completion_tokens)
 
     def _stream_error(self, error, api_key: str | None) -> UpstreamError:
         message = error.get("message") if isinstance(error, dict) else str(error)
         return UpstreamBadResponse(self.name, f"Upstream {self.name!r} failed mid-answer: "
                                    f"{scrub(str(message), api_key)}")
+
+
+class _CallParts:
+    """Tool calls as OpenAI streams them: by index, the id and name first, then the arguments in pieces.
+    A call is whole once a later one begins, or the answer ends."""
+
+    def __init__(self, provider: Provider):
+        self.provider = provider
+        self._parts: dict[int, dict] = {}
+        self._done = -1  # calls up to this index were passed on
+
+    def add(self, deltas: object) -> list[ToolCall]:
+        if not isinstance(deltas, list):
+            return []
+        for delta in deltas:
+            delta = as_object(delta)
+            index = delta.get("index", 0)
+            if not isinstance(index, int) or isinstance(index, bool) or index <= self._done:
+                raise self.provider.bad("a tool call with an index out of order")
+            part = self._parts.setdefault(index, {"call_id": None, "name": "", "arguments": ""})
+            part["call_id"] = as_text(delta.get("id")) or part["call_id"]
+            function = as_object(delta.get("function"))
+            part["name"] += as_text(function.get("name")) or ""
+            part["arguments"] += as_text(function.get("arguments")) or ""
+        begun = max(self._parts, default=-1)
+        return self._passed_on(below=begun)
+
+    def rest(self) -> list[ToolCall]:
+        return self._passed_on(below=max(self._parts, default=-1) + 1)
+
+    def _passed_on(self, *, below: int) -> list[ToolCall]:
+        ready = sorted(index for index in self._parts if index < below)
+        calls = [self.provider.tool_call(**self._parts.pop(index)) for index in ready]
+        if ready:
+            self._done = ready[-1]
+        return calls
+
+
+def _logprobs(logprobs: dict) -> tuple[TokenLogprob, ...]:
+    """OpenAI's choice.logprobs.content as the daemon's TokenLogprob."""
+    tokens = []
+    for item in logprobs.get("content") or []:
+        item = as_object(item)
+        token, logprob = as_text(item.get("token")), item.get("logprob")
+        if token is None or not isinstance(logprob, (int, float)) or isinstance(logprob, bool):
+            continue
+        top = tuple((t["token"], float(t["logprob"]), _bytes(t.get("bytes"), t["token"]))
+                    for t in (as_object(x) for x in item.get("top_logprobs") or [])
+                    if isinstance(t.get("token"), str) and isinstance(t.get("logprob"), (int, float)))
+        tokens.append(TokenLogprob(token, float(logprob), _bytes(item.get("bytes"), token), top))
+    return tuple(tokens)
+
+
+def _bytes(value: object, token: str) -> tuple[int, ...]:
+    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+        return tuple(value)
+    return tuple(token.encode())

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import aiohttp
 
@@ -31,28 +33,41 @@ from localllm.fallback.errors import (
     scrub,
 )
 from localllm.fallback.sse_reader import SSEEvent, read_sse
-from localllm.vocabulary import Finished, TextDelta
+from localllm.vocabulary import Finished, TextDelta, ToolCall
 
 log = logging.getLogger(__name__)
 
 SessionSource = Callable[[], aiohttp.ClientSession]
-StreamEvent = TextDelta | Finished
+StreamEvent = TextDelta | ToolCall | Finished
+
+
+# What a request may need of an upstream beyond plain chat (RequestFacts.needs names them).
+Capability = Literal["tools", "json_output", "logprobs"]
 
 
 @dataclass(frozen=True)
 class UpstreamRequest:
-    """What the pipeline asks an upstream for; None leaves a setting to the upstream."""
+    """What the pipeline asks an upstream for, in OpenAI's shapes; None leaves a setting to the upstream."""
 
-    messages: list[dict]  # [{"role": "system" | "user" | "assistant", "content": str}]
+    # OpenAI's messages: role system | user | assistant (content, tool_calls) | tool (content, tool_call_id)
+    messages: list[dict]
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    tools: list[dict] | None = None  # [{"type": "function", "function": {name, description, parameters}}]
+    tool_choice: str | dict | None = None  # auto | none | required | {"type": "function", "function": {name}}
+    parallel_tool_calls: bool | None = None
+    response_format: dict | None = None  # {"type": "json_object"} | {"type": "json_schema", "json_schema": ...}
+    top_logprobs: int | None = None  # None: no logprobs; n: each token's logprob and its n likeliest others
 
 
 class Provider:
     """Base: the HTTP exchange and its error mapping; subclasses supply the wire format."""
+
+    # What this wire format can carry besides plain chat.
+    capabilities: frozenset[Capability] = frozenset()
 
     def __init__(self, settings: UpstreamSettings, session: SessionSource):
         self.settings = settings
@@ -114,6 +129,18 @@ class Provider:
             pass
         return body
 
+    def tool_call(self, call_id: str | None, name: str | None, arguments: str) -> ToolCall:
+        """A whole call from its streamed parts; its arguments must be a JSON object (or nothing)."""
+        if not name:
+            raise self.bad("a tool call without a function name")
+        try:
+            parsed = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise self.bad(f"tool call arguments for {name!r} that are not a JSON object")
+        return ToolCall(call_id or new_call_id(), name, json.dumps(parsed, ensure_ascii=False))
+
     def bad(self, what: str) -> UpstreamBadResponse:
         return UpstreamBadResponse(self.name, f"Upstream {self.name!r} sent a malformed answer ({what}). "
                                    "Check that its kind and base_url in [[upstreams]] match the server.")
@@ -170,6 +197,11 @@ def as_count(value: object) -> int:
 
 def as_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def new_call_id() -> str:
+    """An id for a call whose upstream sent none (OpenAI-compatible servers may not)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 # What a box whose network is down sees: connects that time out, names that don't resolve.

@@ -61,8 +61,18 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A whole function call the answer makes (an upstream's; the local model's calls are read from its
+    text at the edge, see ``tool_calls.py``)."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+@dataclass(frozen=True)
 class Finished:
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "tool_calls" | "content_filter"
     prompt_tokens: int
     completion_tokens: int
     # How sure the model was (local generation only): for the confidence cascade.
@@ -70,23 +80,28 @@ class Finished:
     mean_entropy: float | None = None
 
 
-AnswerEvent = TextDelta | Finished
+AnswerEvent = TextDelta | ToolCall | Finished
 
 
 class AnswerText:
-    """An answer put together from its events: the text so far, and the Finished event once it came."""
+    """An answer put together from its events: the text so far, its tool calls, and the Finished event
+    once it came."""
 
     def __init__(self) -> None:
         self._parts: list[str] = []
+        self.calls: list[ToolCall] = []
         self.finished: Finished | None = None
         self.logprobs: list[TokenLogprob] = []
 
     def add(self, event: AnswerEvent) -> str:
-        """Take one event; returns its text ('' for the Finished event)."""
+        """Take one event; returns its text ('' for the others)."""
         if isinstance(event, TextDelta):
             self._parts.append(event.text)
             self.logprobs.extend(event.logprobs)
             return event.text
+        if isinstance(event, ToolCall):
+            self.calls.append(event)
+            return ""
         self.finished = event
         return ""
 
@@ -96,7 +111,7 @@ class AnswerText:
 
     @property
     def started(self) -> bool:
-        return bool(self._parts)
+        return bool(self._parts or self.calls)
 
     @classmethod
     def of(cls, events: Iterable[AnswerEvent]) -> AnswerText:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from localllm.daemon.engine.grammar import SchemaNotSupported, schema_grammar
+from localllm.vocabulary import ToolCall
 
 Format = Literal["json", "hermes"]
 Mode = Literal["auto", "required", "none"]
@@ -37,13 +38,6 @@ class FunctionSpec:
     name: str
     description: str | None
     parameters: dict
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as OpenAI sends it
 
 
 @dataclass(frozen=True)
@@ -212,8 +206,12 @@ def parse_calls(text: str, plan: ToolPlan) -> list[ToolCall] | None:
         text = json.dumps(arguments, ensure_ascii=False)
         if (name, text) not in seen:  # the same call twice in one answer is one call
             seen.add((name, text))
-            calls.append(ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, text))
+            calls.append(ToolCall(new_call_id(), name, text))
     return calls or None
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def _loads(text: str) -> object:

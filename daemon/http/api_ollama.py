@@ -41,7 +41,7 @@ from localllm.daemon.models.puller import pull
 from localllm.daemon.requests import ChatCompletionRequest, parse_request
 from localllm.errors import InvalidRequest, LocalLLMError, ModelNotFound
 from localllm.store.embedder import MODEL_ID
-from localllm.vocabulary import AnswerText, TextDelta
+from localllm.vocabulary import AnswerText, TextDelta, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ async def _answer(request: web.Request, gen, timing: shapes.Timing, *, chat: boo
                     timing.saw_token()
                 answer.add(event)
         done = shapes.chat_done if chat else shapes.generate_done
-        return web.json_response(done(gen, answer.text, answer.finished, timing))
+        return web.json_response(done(gen, answer, timing))
     events = gen.events.__aiter__()
     first = await anext(events, None)  # errors before the first event are still HTTP errors
     response = web.StreamResponse(headers={"Content-Type": NDJSON})
@@ -116,7 +116,12 @@ async def _answer(request: web.Request, gen, timing: shapes.Timing, *, chat: boo
     try:
         event = first
         while event is not None:
-            chunk = lines.text(event.text) if isinstance(event, TextDelta) else lines.finished(event)
+            if isinstance(event, TextDelta):
+                chunk = lines.text(event.text)
+            elif isinstance(event, ToolCall):
+                chunk = lines.tool_call(event)
+            else:
+                chunk = lines.finished(event)
             for line in chunk:
                 await response.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
             event = await anext(events, None)

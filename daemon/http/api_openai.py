@@ -20,7 +20,7 @@ from localllm.daemon.pipeline.generation import Generation
 from localllm.daemon.requests import ChatCompletionRequest, CompletionRequest, parse_request
 from localllm.errors import InvalidRequest, LocalLLMError, PayloadTooLarge, UnsupportedMediaType
 from localllm.store.embedder import MODEL_ID
-from localllm.vocabulary import AnswerText, TextDelta
+from localllm.vocabulary import AnswerText, TextDelta, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if body.stream:
         return await _stream(request, gen, chat=True, include_usage=body.include_usage, logprobs=bool(body.logprobs))
     answer = await _collect(gen)
-    return _json(shapes.chat_completion(gen, answer.text, answer.finished,
-                                        answer.logprobs if body.logprobs else None), gen)
+    return _json(shapes.chat_completion(gen, answer, answer.logprobs if body.logprobs else None), gen)
 
 
 @documented(summary="Text completion of a raw prompt (OpenAI's legacy shape), as JSON or SSE.",
@@ -178,6 +177,9 @@ async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_
             if isinstance(event, TextDelta):
                 for chunk in (chunks.text(event.text, event.logprobs) if chat
                               else [shapes.completion_chunk(gen, event.text)]):
+                    await writer.send(chunk)
+            elif isinstance(event, ToolCall):  # only chat answers have calls
+                for chunk in chunks.tool_call(event):
                     await writer.send(chunk)
             elif chat:
                 for chunk in chunks.finished(event):

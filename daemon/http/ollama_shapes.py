@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from localllm.daemon.engine.tool_calls import CallHold, ToolCall, parse_calls
+from localllm.daemon.engine.tool_calls import CallHold, parse_calls
 from localllm.daemon.models.gguf_info import GGUFInfo
 from localllm.daemon.pipeline.generation import Generation
-from localllm.vocabulary import Finished
+from localllm.vocabulary import AnswerText, Finished, ToolCall
 
 
 def now_iso() -> str:
@@ -52,23 +52,23 @@ def _tool_calls(calls: list[ToolCall]) -> list[dict]:
     return [{"function": {"name": call.name, "arguments": json.loads(call.arguments)}} for call in calls]
 
 
-def chat_message(gen: Generation, text: str) -> dict:
-    """The assistant message: its tool calls, or its text."""
-    calls = parse_calls(text, gen.tool_plan) if gen.tool_plan is not None else None
+def chat_message(gen: Generation, answer: AnswerText) -> dict:
+    """The assistant message: its tool calls (with anything an upstream said before them), or its text."""
+    text = answer.text
+    calls = answer.calls or (parse_calls(text, gen.tool_plan) if gen.tool_plan is not None else None)
     if calls:
-        return {"role": "assistant", "content": "", "tool_calls": _tool_calls(calls)}
+        return {"role": "assistant", "content": text if answer.calls else "", "tool_calls": _tool_calls(calls)}
     return {"role": "assistant", "content": text}
 
 
-def chat_done(gen: Generation, text: str, finished: Finished, timing: Timing) -> dict:
-    message = chat_message(gen, text)
-    return {"model": ollama_name(gen.model), "created_at": now_iso(), "message": message, "done": True,
-            "done_reason": finished.finish_reason, **timing.report(finished)}
+def chat_done(gen: Generation, answer: AnswerText, timing: Timing) -> dict:
+    return {"model": ollama_name(gen.model), "created_at": now_iso(), "message": chat_message(gen, answer),
+            "done": True, "done_reason": answer.finished.finish_reason, **timing.report(answer.finished)}
 
 
-def generate_done(gen: Generation, text: str, finished: Finished, timing: Timing) -> dict:
-    return {"model": ollama_name(gen.model), "created_at": now_iso(), "response": text, "done": True,
-            "done_reason": finished.finish_reason, **timing.report(finished)}
+def generate_done(gen: Generation, answer: AnswerText, timing: Timing) -> dict:
+    return {"model": ollama_name(gen.model), "created_at": now_iso(), "response": answer.text, "done": True,
+            "done_reason": answer.finished.finish_reason, **timing.report(answer.finished)}
 
 
 class OllamaLines:
@@ -89,16 +89,22 @@ class OllamaLines:
         text, _ = self._hold.feed(text)
         return [self._line(text)] if text else []
 
+    def tool_call(self, call: ToolCall) -> list[dict]:
+        """An upstream's call: whole, in a line of its own, as Ollama sends one."""
+        return [self._calls_line([call])]
+
     def finished(self, finished: Finished) -> list[dict]:
         calls, text, _ = self._hold.finish()
         lines = [self._line(text)] if text else []
         if calls:
-            lines.append({**self._line(), "message": {"role": "assistant", "content": "",
-                                                      "tool_calls": _tool_calls(calls)}})
+            lines.append(self._calls_line(calls))
         last = self._line()
         last.update(done=True, done_reason=finished.finish_reason, **self.timing.report(finished))
         lines.append(last)
         return lines
+
+    def _calls_line(self, calls: list[ToolCall]) -> dict:
+        return {**self._line(), "message": {"role": "assistant", "content": "", "tool_calls": _tool_calls(calls)}}
 def model_details(info: GGUFInfo | None) -> dict:
     architecture = info.architecture if info is not None else None
     return {"parent_model": "", "format": "gguf", "family": architecture or "",

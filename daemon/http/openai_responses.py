@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from localllm.daemon.engine.tool_calls import CallHold, ToolCall, parse_calls
+from localllm.daemon.engine.tool_calls import CallHold, parse_calls
 from localllm.daemon.pipeline.generation import Generation
-from localllm.vocabulary import Finished
+from localllm.vocabulary import AnswerText, Finished, ToolCall
 
 
 def usage(finished: Finished) -> dict:
@@ -20,10 +20,13 @@ def logprobs_content(tokens) -> dict:
             "refusal": None}
 
 
-def chat_completion(gen: Generation, text: str, finished: Finished, logprobs=None) -> dict:
-    calls = parse_calls(text, gen.tool_plan) if gen.tool_plan is not None else None
+def chat_completion(gen: Generation, answer: AnswerText, logprobs=None) -> dict:
+    text, finished = answer.text, answer.finished
+    calls = answer.calls or (parse_calls(text, gen.tool_plan) if gen.tool_plan is not None else None)
     if calls:
-        message = {"role": "assistant", "content": None, "tool_calls": [tool_call(call) for call in calls]}
+        # An upstream may say something before its calls; the local model's calls are the whole answer.
+        message = {"role": "assistant", "content": text if answer.calls and text else None,
+                   "tool_calls": [tool_call(call) for call in calls]}
         finish_reason = "tool_calls"
     else:
         message, finish_reason = {"role": "assistant", "content": text}, finished.finish_reason
@@ -49,6 +52,7 @@ class ChatChunks:
     def __init__(self, gen: Generation, *, with_usage: bool, logprobs: bool = False):
         self.gen, self.with_usage, self.logprobs = gen, with_usage, logprobs
         self._hold = CallHold(gen.tool_plan)
+        self._calls = 0  # tool calls sent so far
 
     def start(self) -> list[dict]:
         return [chat_chunk(self.gen, {"role": "assistant", "content": ""}, with_usage=self.with_usage)]
@@ -57,20 +61,29 @@ class ChatChunks:
         text, tokens = self._hold.feed(text, logprobs)
         return [self._content(text, tokens)] if text else []
 
+    def tool_call(self, call: ToolCall) -> list[dict]:
+        """An upstream's call, as OpenAI streams one: id and name first, then the arguments."""
+        self._calls += 1
+        return self._call_chunks(self._calls - 1, call)
+
     def finished(self, finished: Finished) -> list[dict]:
         calls, text, tokens = self._hold.finish()
         chunks = [self._content(text, tokens)] if text else []
-        for index, call in enumerate(calls or []):
-            opening = {"index": index, "id": call.id, "type": "function",
-                       "function": {"name": call.name, "arguments": ""}}
-            chunks.append(chat_chunk(self.gen, {"tool_calls": [opening]}, with_usage=self.with_usage))
-            chunks.append(chat_chunk(self.gen, {"tool_calls": [
-                {"index": index, "function": {"arguments": call.arguments}}]}, with_usage=self.with_usage))
-        reason = "tool_calls" if calls else finished.finish_reason
+        for call in calls or []:
+            chunks.extend(self._call_chunks(self._calls, call))
+            self._calls += 1
+        reason = "tool_calls" if self._calls else finished.finish_reason
         chunks.append(chat_chunk(self.gen, {}, reason, with_usage=self.with_usage))
         if self.with_usage:
             chunks.append(chat_usage_chunk(self.gen, finished))
         return chunks
+
+    def _call_chunks(self, index: int, call: ToolCall) -> list[dict]:
+        opening = {"index": index, "id": call.id, "type": "function",
+                   "function": {"name": call.name, "arguments": ""}}
+        return [chat_chunk(self.gen, {"tool_calls": [opening]}, with_usage=self.with_usage),
+                chat_chunk(self.gen, {"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]},
+                           with_usage=self.with_usage)]
 
     def _content(self, text: str, logprobs=()) -> dict:
         return chat_chunk(self.gen, {"content": text}, with_usage=self.with_usage,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from localllm.daemon.engine.tool_calls import ToolPlan
+from localllm.daemon.engine.tool_calls import ToolPlan, new_call_id
 from localllm.store.semantic_cache import CachedAnswer
-from localllm.vocabulary import AnswerEvent, Finished, Route, TextDelta
+from localllm.vocabulary import AnswerEvent, AnswerText, Finished, Route, TextDelta, ToolCall
 
 _REPLAY_PIECES = re.compile(r"\s*\S+|\s+")
 
@@ -28,10 +29,34 @@ class Generation:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
+# An answer with tool calls (an upstream's) is cached as this JSON document, with this finish reason.
+CALLS_FINISH_REASON = "tool_calls"
+
+
+def stored_form(answer: AnswerText) -> tuple[str, str]:
+    """(text, finish reason) to cache for a finished answer; its tool calls, if any, go into the text."""
+    if not answer.calls:
+        return answer.text, answer.finished.finish_reason
+    calls = [{"name": call.name, "arguments": call.arguments} for call in answer.calls]
+    return json.dumps({"content": answer.text, "tool_calls": calls}, ensure_ascii=False), CALLS_FINISH_REASON
+
+
+def _stored_calls(hit: CachedAnswer) -> tuple[str, list[ToolCall]]:
+    if hit.finish_reason != CALLS_FINISH_REASON:
+        return hit.text, []
+    stored = json.loads(hit.text)
+    # Fresh ids, as every answer gets: a client may keep the earlier ones in its history.
+    return stored["content"], [ToolCall(new_call_id(), call["name"], call["arguments"])
+                               for call in stored["tool_calls"]]
+
+
 async def replay_events(hit: CachedAnswer) -> AsyncIterator[AnswerEvent]:
     """A cached answer as a stream of word-sized pieces, as if it were being generated."""
-    for piece in _REPLAY_PIECES.findall(hit.text):
+    text, calls = _stored_calls(hit)
+    for piece in _REPLAY_PIECES.findall(text):
         yield TextDelta(piece)
+    for call in calls:
+        yield call
     yield Finished(hit.finish_reason, hit.usage["prompt_tokens"], hit.usage["completion_tokens"])
 
 

@@ -25,7 +25,7 @@ from localllm.daemon.engine.llama_engine import GenerationJob
 from localllm.daemon.engine.model_registry import ModelRegistry
 from localllm.daemon.engine.scheduler import BatchScheduler
 from localllm.daemon.engine.tool_calls import ToolPlan, plan_grammar, template_tools, with_tools_described
-from localllm.daemon.pipeline.generation import Generation, iterate, replay_events
+from localllm.daemon.pipeline.generation import Generation, iterate, replay_events, stored_form
 from localllm.daemon.pipeline.recording import OnFinished, RequestRecorder
 from localllm.daemon.pipeline.upstream_answer import UpstreamAnswered, UpstreamCall, UpstreamFailed, UpstreamSender
 from localllm.daemon.requests import ChatCompletionRequest, CompletionRequest
@@ -45,7 +45,7 @@ from localllm.fallback.budget import Budget
 from localllm.store.cache_keys import CacheKey, scope_sha256
 from localllm.store.egress_audit import EgressAudit
 from localllm.store.request_log import RequestLog, RequestRecord
-from localllm.vocabulary import AnswerText, Finished, RequestContext, Sampling
+from localllm.vocabulary import AnswerText, RequestContext, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,10 @@ class Pipeline:
         store_answer = self._cache_writer(ctx, decision.cache.key, decision.cache.vector, upstream.settings.model,
                                           lambda: store)
         call = UpstreamCall(max_tokens=request.max_tokens, stream=request.stream, temperature=request.temperature,
-                            top_p=request.top_p, stop=request.sampling().stop, seed=request.seed)
-        outcome = await self.sender.send(decision, facts.messages, call, record, ctx, store_answer)
+                            top_p=request.top_p, stop=request.sampling().stop, seed=request.seed,
+                            fields=request.upstream_fields(), extra_prompt_tokens=facts.extra_prompt_tokens)
+        outcome = await self.sender.send(decision, facts.messages, request.upstream_messages(), call, record, ctx,
+                                         store_answer)
         if isinstance(outcome, UpstreamAnswered):
             gen = outcome.generation
             gen.fallback_reason, gen.cache, gen.route_reason = (decision.fallback_reason, decision.cache.outcome,
@@ -266,11 +268,13 @@ class Pipeline:
                       allowed: Callable[[], bool]) -> OnFinished:
         """The ``on_finished`` hook that stores a complete answer, if ``allowed()`` says so then."""
 
-        def store_answer(text: str, event: Finished) -> Awaitable | None:
+        def store_answer(answer: AnswerText) -> Awaitable | None:
             if not allowed():
                 return None
+            event = answer.finished
             usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens}
-            return self._store(ctx.namespace, key, vector, model, text, event.finish_reason, usage)
+            text, finish_reason = stored_form(answer)
+            return self._store(ctx.namespace, key, vector, model, text, finish_reason, usage)
 
         return store_answer
 

@@ -12,13 +12,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from localllm.daemon.pipeline.generation import stored_form
 from localllm.decision.guard.scan import Finding
 from localllm.decision.guard.vault import RedactionVault
 from localllm.errors import LocalLLMError
 from localllm.store.request_log import RequestLog, RequestRecord, prompt_sha256
 from localllm.vocabulary import AnswerEvent, AnswerText, Finished, RequestContext
 
-OnFinished = Callable[[str, Finished], Awaitable | None]
+# Called with the whole answer (its ``finished`` set) before the end goes out: e.g. to cache it.
+OnFinished = Callable[[AnswerText], Awaitable | None]
 
 
 class RequestRecorder:
@@ -55,12 +57,11 @@ class RequestRecorder:
                     record.ttft_ms = ms_since(started)
                 answer.add(event)
                 if answer.finished is not None:
-                    text = answer.text
                     record.prompt_tokens, record.completion_tokens = event.prompt_tokens, event.completion_tokens
-                    record.answer_text = text
+                    record.answer_text = stored_form(answer)[0]
                     if before_finish is not None:
                         await before_finish()
-                    extra = on_finished(text, event) if on_finished else None
+                    extra = on_finished(answer) if on_finished else None
                     await asyncio.gather(self.finish(record, started, 200), *([extra] if extra else []))
                 yield event
         except LocalLLMError as exc:

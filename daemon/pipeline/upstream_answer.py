@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from localllm.daemon.pipeline.generation import Generation
 from localllm.daemon.pipeline.recording import OnFinished, RequestRecorder
 from localllm.decision.decisions import SendUpstream
 from localllm.decision.guard.scan import count_types
+from localllm.decision.guard.structured_redaction import RedactionIncomplete, redact_structured
 from localllm.decision.guard.vault import RedactionVault, restore_placeholders
 from localllm.fallback.budget import Budget, Reservation, estimate_prompt_tokens, worst_case_usd
 from localllm.fallback.errors import UpstreamError
@@ -24,7 +25,7 @@ from localllm.fallback.providers import UpstreamRequest
 from localllm.fallback.upstream_call import OpenedUpstream, buffer_answer, cost_usd, open_upstream
 from localllm.store.egress_audit import EgressAudit, EgressRecord, content_sha256
 from localllm.store.request_log import RequestRecord
-from localllm.vocabulary import AnswerEvent, Finished, RequestContext
+from localllm.vocabulary import AnswerEvent, AnswerText, RequestContext
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class UpstreamCall:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # tools, tool_choice, parallel_tool_calls, response_format, top_logprobs: UpstreamRequest's fields
+    fields: dict = field(default_factory=dict)
+    extra_prompt_tokens: int = 0  # the tools' and schema's share of the prompt, for the budget
 
 
 class UpstreamSender:
@@ -58,11 +62,18 @@ class UpstreamSender:
         self.budget = budget
         self.audit = audit
 
-    async def send(self, decision: SendUpstream, messages: list[dict], call: UpstreamCall, record: RequestRecord,
-                   ctx: RequestContext, store_answer: OnFinished) -> UpstreamAnswered | UpstreamFailed:
+    async def send(self, decision: SendUpstream, scanned: list[dict], messages: list[dict], call: UpstreamCall,
+                   record: RequestRecord, ctx: RequestContext, store_answer: OnFinished
+                   ) -> UpstreamAnswered | UpstreamFailed:
+        """Send ``messages`` (OpenAI-shaped), redacted as the guard's findings in ``scanned`` (the same
+        conversation, as it was scanned) and the decision's verdict say."""
         upstream, verdict = decision.upstream, decision.verdict
         vault = RedactionVault()
-        sent = vault.redact(messages, verdict.to_redact) if verdict.to_redact else messages
+        try:
+            sent = redact_structured(vault, messages, scanned, verdict.to_redact) if verdict.to_redact else messages
+        except RedactionIncomplete as exc:
+            log.warning("not sent to %s: %s; answering locally", upstream.name, exc)
+            return UpstreamFailed("redaction_incomplete")
         reservation = None
         opened = None
         max_tokens = call.max_tokens
@@ -70,14 +81,16 @@ class UpstreamSender:
             if self.budget is not None:
                 # An explicit max_tokens makes the reserved worst case a real bound.
                 max_tokens = max_tokens or self.budget.settings.default_max_tokens
+                prompt_tokens = estimate_prompt_tokens(vault.redact(scanned, verdict.to_redact)
+                                                       if verdict.to_redact else scanned)
                 reservation = self.budget.reserve(upstream.name, worst_case_usd(
-                    upstream.settings, estimate_prompt_tokens(sent), max_tokens))
+                    upstream.settings, prompt_tokens + call.extra_prompt_tokens, max_tokens))
             if not await self._audit_egress(decision, sent, record, ctx):
                 if reservation is not None:
                     self.budget.release(reservation)
                 return UpstreamFailed("audit_unavailable")
             request = UpstreamRequest(messages=sent, max_tokens=max_tokens, temperature=call.temperature,
-                                      top_p=call.top_p, stop=list(call.stop), seed=call.seed)
+                                      top_p=call.top_p, stop=list(call.stop), seed=call.seed, **call.fields)
             opened = await open_upstream(upstream, request)
             if not call.stream:
                 # Nothing reaches a non-streaming client before the end, so a failure
@@ -120,11 +133,11 @@ class UpstreamSender:
         upstream = opened.upstream
         record.route = upstream.settings.trust  # onprem | cloud
 
-        def price(text: str, event: Finished):
-            record.cost_usd = cost_usd(upstream, event)
+        def price(answer: AnswerText):
+            record.cost_usd = cost_usd(upstream, answer.finished)
             if reservation is not None:
                 self.budget.settle(reservation, record.cost_usd)
-            return store_answer(text, event)
+            return store_answer(answer)
 
         async def events() -> AsyncIterator[AnswerEvent]:
             try:

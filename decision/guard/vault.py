@@ -10,12 +10,13 @@ for this one request: placeholders from another request never resolve here.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 
 from localllm.decision.guard.scan import Finding
-from localllm.vocabulary import AnswerEvent, TextDelta
+from localllm.vocabulary import AnswerEvent, TextDelta, ToolCall
 
 _PLACEHOLDER = re.compile(r"\[([A-Z][A-Z0-9_]*_\d+)\]")
 # What the tail of a stream chunk looks like when a placeholder may be cut in two.
@@ -47,13 +48,14 @@ class RedactionVault:
                 if finding.start < cursor:
                     continue  # overlapping findings: the first one already covers it
                 pieces.append(content[cursor:finding.start])
-                pieces.append(self._placeholder(finding.entity_type, content[finding.start:finding.end]))
+                pieces.append(self.placeholder_for(finding.entity_type, content[finding.start:finding.end]))
                 cursor = finding.end
             pieces.append(content[cursor:])
             redacted.append({**message, "content": "".join(pieces)} if by_message.get(index) else dict(message))
         return redacted
 
-    def _placeholder(self, entity_type: str, value: str) -> str:
+    def placeholder_for(self, entity_type: str, value: str) -> str:
+        """The placeholder for this value (a new one the first time it is seen)."""
         key = (entity_type, value)
         if key not in self._placeholder_of:
             while True:
@@ -69,6 +71,27 @@ class RedactionVault:
         if not self._value_of:
             return text
         return _PLACEHOLDER.sub(lambda m: self._value_of.get(m.group(0), m.group(0)), text)
+
+    def restore_json(self, text: str) -> str:
+        """Restore inside a JSON document (a tool call's arguments): values go back into its strings,
+        escaped as JSON strings must be."""
+        if not self._value_of or not _PLACEHOLDER.search(text):
+            return text
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return self.restore(text)
+
+        def restored(node):
+            if isinstance(node, str):
+                return self.restore(node)
+            if isinstance(node, list):
+                return [restored(item) for item in node]
+            if isinstance(node, dict):
+                return {self.restore(key): restored(value) for key, value in node.items()}
+            return node
+
+        return json.dumps(restored(document), ensure_ascii=False)
 
     def stream_restorer(self) -> StreamRestorer:
         return StreamRestorer(self)
@@ -116,6 +139,8 @@ async def restore_placeholders(source: AsyncIterator[AnswerEvent], vault: Redact
                 tail = restorer.flush()
                 if tail:
                     yield TextDelta(tail)
+                if isinstance(event, ToolCall):
+                    event = ToolCall(event.id, event.name, vault.restore_json(event.arguments))
                 yield event
     finally:
         await source.aclose()

@@ -110,15 +110,27 @@ async def test_route_and_chat_agree_when_the_router_escalates_and_when_the_budge
     assert_agree(plan, headers)
 
 
-async def test_route_and_chat_agree_that_tools_json_and_logprobs_stay_local(make_client, fake_cloud, upstream_key):
+async def test_route_and_chat_agree_on_tools_json_and_logprobs(make_client, fake_cloud, upstream_key):
+    """An upstream that can carry them gets them (named, or by the router); one that cannot leaves the
+    request to the local model, and both endpoints say why."""
     settings = with_updates(settings_with(fake_cloud), router={"escalate_to": "cloudy", "threshold": 0.0})
     app_client = await make_client(settings)
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
-    for extra, model in (({"tools": [tool], "max_tokens": 40}, "cloudy"),
-                         ({"response_format": {"type": "json_object"}, "max_tokens": 40}, DEFAULT_MODEL),
-                         ({"logprobs": True}, DEFAULT_MODEL)):
+    cases = (({"tools": [tool], "max_tokens": 40}, "cloudy"),
+             ({"response_format": {"type": "json_object"}, "max_tokens": 40}, DEFAULT_MODEL),
+             ({"logprobs": True}, DEFAULT_MODEL))
+    for extra, model in cases:
         plan, headers = await route_then_chat(app_client, ask("Prove that there are infinitely many primes.",
                                                               model=model, **extra))
-        assert (plan["target"]["route"], plan["fallback_reason"]) == ("local", "structured_output_local"), extra
+        assert (plan["target"]["route"], plan["fallback_reason"]) == ("cloud", None), extra
         assert_agree(plan, headers)
-    assert fake_cloud.received == []
+    assert len(fake_cloud.received) == 3
+
+    anthropic = settings.model_copy(update={"upstreams": [
+        settings.upstreams[0].model_copy(update={"kind": "anthropic", "base_url": fake_cloud.root})]})
+    app_client = await make_client(anthropic)
+    plan, headers = await route_then_chat(app_client, ask("Prove that there are infinitely many primes.",
+                                                          model="cloudy", logprobs=True))
+    assert (plan["target"]["route"], plan["fallback_reason"]) == ("local", "upstream_unsupported")
+    assert_agree(plan, headers)
+    assert len(fake_cloud.received) == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections import deque
@@ -76,6 +77,11 @@ class FakeUpstream:
     # chunks of this many characters instead of words (to split placeholders mid-way).
     answer_from: Callable[[dict], str] | None = None
     chunk_chars: int | None = None
+    # Answer with these tool calls (name, arguments) after the text ("" for none), or from the request;
+    # an Anthropic request that forces a tool gets it called with ``forced_input``.
+    calls: list[tuple[str, dict]] | None = None
+    calls_from: Callable[[dict], list[tuple[str, dict]]] | None = None
+    forced_input: dict = field(default_factory=lambda: {"answer": "Paris"})
 
     def __post_init__(self):
         self._runner: web.AppRunner | None = None
@@ -116,9 +122,19 @@ class FakeUpstream:
 
     # -- shared ----------------------------------------------------------------
 
+    def _calls(self, body: dict) -> list[tuple[str, dict]]:
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and choice.get("type") == "tool":  # Anthropic, a forced tool
+            return [(choice["name"], self.forced_input)]
+        if self.calls_from is not None:
+            return self.calls_from(body)
+        return list(self.calls or [])
+
     def _pieces(self, max_tokens: int | None, body: dict | None = None) -> tuple[list[str], bool]:
         """The answer split in word-sized chunks (one "token" each), cut at max_tokens."""
         text = self.answer_from(body) if self.answer_from is not None and body is not None else self.text
+        if not text:
+            return [], False
         if self.chunk_chars:
             pieces = [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)]
         else:
@@ -137,6 +153,10 @@ class FakeUpstream:
     async def _begin(self, request: web.Request) -> tuple[dict, Fault | None]:
         body = await request.json()
         self.received.append(Received(request.path, dict(request.headers), body))
+        problem = (anthropic_request_problem(body) if request.path == "/v1/messages"
+                   else openai_request_problem(body))
+        if problem is not None:  # what the real API says to a malformed request
+            raise _Refused(problem, anthropic=request.path == "/v1/messages")
         fault = self.faults.popleft() if self.faults else self.always
         if fault is not None and fault.kind == "slow_first_byte":
             await self._pause(fault.delay_s)
@@ -168,25 +188,38 @@ class FakeUpstream:
 
     @_counted
     async def _openai(self, request: web.Request) -> web.StreamResponse:
-        body, fault = await self._begin(request)
+        try:
+            body, fault = await self._begin(request)
+        except _Refused as refused:
+            return refused.response()
         early = self._early_fault(request, fault, anthropic=False)
         if early is not None:
             return early
         pieces, cut = self._pieces(body.get("max_completion_tokens") or body.get("max_tokens"), body)
-        finish = "length" if cut else "stop"
+        calls = [(f"call_{uuid.uuid4().hex[:20]}", name, json.dumps(arguments)) for name, arguments in
+                 (self._calls(body) if body.get("tools") else [])]
+        finish = "tool_calls" if calls else "length" if cut else "stop"
         ident, created, model = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time()), body["model"]
-        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": len(pieces),
-                 "total_tokens": self.prompt_tokens + len(pieces)}
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": len(pieces) + len(calls),
+                 "total_tokens": self.prompt_tokens + len(pieces) + len(calls)}
+        top = body.get("top_logprobs") or 0
+        wants_logprobs = bool(body.get("logprobs"))
         if not body.get("stream"):
+            message = {"role": "assistant", "content": "".join(pieces) if pieces or not calls else None}
+            if calls:
+                message["tool_calls"] = [{"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                                         for i, n, a in calls]
             return web.json_response({
                 "id": ident, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},
-                             "logprobs": None, "finish_reason": finish}],
+                "choices": [{"index": 0, "message": message,
+                             "logprobs": _logprobs(pieces, top) if wants_logprobs else None,
+                             "finish_reason": finish}],
                 "usage": usage})
 
-        def chunk(delta: dict, finish_reason: str | None) -> bytes:
+        def chunk(delta: dict, finish_reason: str | None, logprobs: dict | None = None) -> bytes:
             payload = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                       "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+                       "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                                    "finish_reason": finish_reason}]}
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         response = await self._open_sse(request)
@@ -195,9 +228,16 @@ class FakeUpstream:
             if await self._mid_stream_fault(request, response, fault, sent):
                 return response
             await self._pause(self.chunk_delay_s)
-            await response.write(chunk({"content": piece}, None))
+            await response.write(chunk({"content": piece}, None, _logprobs([piece], top) if wants_logprobs else None))
         if await self._mid_stream_fault(request, response, fault, len(pieces)):
             return response
+        for index, (call_id, name, arguments) in enumerate(calls):
+            # As OpenAI streams a call: id, type and name with empty arguments, then the arguments in pieces.
+            await response.write(chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                                        "function": {"name": name, "arguments": ""}}]}, None))
+            for start in range(0, len(arguments), 7):
+                await response.write(chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": arguments[start:start + 7]}}]}, None))
         await response.write(chunk({}, finish))
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if wants_usage and not (fault and fault.kind == "ignore_usage"):
@@ -212,19 +252,27 @@ class FakeUpstream:
 
     @_counted
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
-        body, fault = await self._begin(request)
+        try:
+            body, fault = await self._begin(request)
+        except _Refused as refused:
+            return refused.response()
         early = self._early_fault(request, fault, anthropic=True)
         if early is not None:
             return early
-        pieces, cut = self._pieces(body["max_tokens"], body)
-        stop_reason = "max_tokens" if cut else "end_turn"
+        calls = [(f"toolu_{uuid.uuid4().hex[:20]}", name, arguments) for name, arguments in
+                 (self._calls(body) if body.get("tools") else [])]
+        forced = isinstance(body.get("tool_choice"), dict) and body["tool_choice"].get("type") in ("tool", "any")
+        pieces, cut = ([], False) if forced else self._pieces(body["max_tokens"], body)
+        stop_reason = "tool_use" if calls else "max_tokens" if cut else "end_turn"
         ident, model = f"msg_{uuid.uuid4().hex[:24]}", body["model"]
         message = {"id": ident, "type": "message", "role": "assistant", "model": model, "content": [],
                    "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}
         if not body.get("stream"):
-            message.update(content=[{"type": "text", "text": "".join(pieces)}], stop_reason=stop_reason,
-                           usage={"input_tokens": self.prompt_tokens, "output_tokens": len(pieces)})
+            content = [{"type": "text", "text": "".join(pieces)}] if pieces else []
+            content += [{"type": "tool_use", "id": i, "name": n, "input": a} for i, n, a in calls]
+            message.update(content=content, stop_reason=stop_reason,
+                           usage={"input_tokens": self.prompt_tokens, "output_tokens": len(pieces) + len(calls)})
             return web.json_response(message)
 
         async def send(event: str, payload: dict) -> None:
@@ -236,21 +284,32 @@ class FakeUpstream:
             await send("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
             await response.write_eof()
             return response
-        await send("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": {"type": "text", "text": ""}})
         await send("ping", {"type": "ping"})
-        for sent, piece in enumerate(pieces):
-            if await self._mid_stream_fault(request, response, fault, sent):
+        block = 0
+        if pieces or not calls:
+            await send("content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}})
+            for sent, piece in enumerate(pieces):
+                if await self._mid_stream_fault(request, response, fault, sent):
+                    return response
+                await self._pause(self.chunk_delay_s)
+                await send("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                   "delta": {"type": "text_delta", "text": piece}})
+            if await self._mid_stream_fault(request, response, fault, len(pieces)):
                 return response
-            await self._pause(self.chunk_delay_s)
-            await send("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                               "delta": {"type": "text_delta", "text": piece}})
-        if await self._mid_stream_fault(request, response, fault, len(pieces)):
-            return response
-        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+            await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+            block = 1
+        for index, (call_id, name, arguments) in enumerate(calls, start=block):
+            await send("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+                "type": "tool_use", "id": call_id, "name": name, "input": {}}})
+            text = json.dumps(arguments)
+            for start in range(0, len(text), 7):
+                await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
+                    "type": "input_json_delta", "partial_json": text[start:start + 7]}})
+            await send("content_block_stop", {"type": "content_block_stop", "index": index})
         await send("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                     "usage": {"output_tokens": len(pieces)}})
+                                     "usage": {"output_tokens": len(pieces) + len(calls)}})
         await send("message_stop", {"type": "message_stop"})
         await response.write_eof()
         return response
@@ -280,3 +339,86 @@ class FakeUpstream:
             request.transport.abort()
             return web.Response()  # never sent: the connection is gone
         return None
+
+
+def _logprobs(pieces: list[str], top: int) -> dict:
+    """OpenAI's choice.logprobs for these tokens: made-up but well-formed figures."""
+    def entry(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {"content": [{**entry(piece, -0.25), "top_logprobs": [entry(piece, -0.25), *(
+        entry(f"alt{rank}", -1.0 - rank) for rank in range(1, top))][:top]} for piece in pieces], "refusal": None}
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, *, anthropic: bool):
+        super().__init__(message)
+        self.message, self.anthropic = message, anthropic
+
+    def response(self) -> web.Response:
+        body = ({"type": "error", "error": {"type": "invalid_request_error", "message": self.message}}
+                if self.anthropic else
+                {"error": {"message": self.message, "type": "invalid_request_error", "param": None, "code": None}})
+        return web.json_response(body, status=400)
+
+
+_ANTHROPIC_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def openai_request_problem(body: dict) -> str | None:
+    """What OpenAI refuses in a conversation with tool calls: a tool result for no earlier call."""
+    called: set[str] = set()
+    for index, message in enumerate(body.get("messages") or []):
+        for call in message.get("tool_calls") or []:
+            called.add(call["id"])
+            if not isinstance(call["function"]["arguments"], str):
+                return f"messages[{index}].tool_calls: arguments must be a string"
+        if message.get("role") == "tool" and message.get("tool_call_id") not in called:
+            return (f"Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    f"with 'tool_calls' (messages[{index}]).")
+    return None
+
+
+def anthropic_request_problem(body: dict) -> str | None:
+    """What the Messages API refuses about roles, tools and tool results (as of its 2023-06-01 version)."""
+    messages = body.get("messages") or []
+    for tool in body.get("tools") or []:
+        if set(tool) - {"name", "description", "input_schema", "type", "cache_control"}:
+            return f"tools: unexpected fields {sorted(set(tool) - {'name', 'description', 'input_schema'})}"
+        if (tool.get("input_schema") or {}).get("type") != "object":
+            return "tools: input_schema.type must be 'object'"
+    previous_uses: set[str] = set()
+    for index, message in enumerate(messages):
+        role, content = message.get("role"), message.get("content")
+        if role not in ("user", "assistant"):
+            return f"messages.{index}.role: Input should be 'user' or 'assistant'"
+        if index and messages[index - 1].get("role") == role:
+            return f"messages.{index}: roles must alternate between user and assistant"
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        uses = set()
+        for position, block in enumerate(blocks):
+            kind = block.get("type")
+            if kind == "tool_use":
+                if role != "assistant" or not _ANTHROPIC_TOOL_ID.match(block.get("id", "")) \
+                        or not isinstance(block.get("input"), dict):
+                    return f"messages.{index}.content.{position}: invalid tool_use block"
+                uses.add(block["id"])
+            elif kind == "tool_result":
+                if role != "user" or block.get("tool_use_id") not in previous_uses:
+                    return (f"messages.{index}.content.{position}: unexpected `tool_use_id` found in `tool_result` "
+                            "blocks. Each `tool_result` block must have a corresponding `tool_use` block in the "
+                            "previous message.")
+                if any(b.get("type") != "tool_result" for b in blocks[:position]):
+                    return f"messages.{index}: tool_result blocks must come first in the user message"
+            elif kind == "text":
+                if not isinstance(block.get("text"), str):
+                    return f"messages.{index}.content.{position}.text: Input should be a valid string"
+            else:
+                return f"messages.{index}.content.{position}: unknown block type {kind!r}"
+        if previous_uses and role == "user":
+            answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+            if answered != previous_uses:
+                return (f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately "
+                        "after")
+        previous_uses = uses
+    return None

@@ -74,3 +74,37 @@ async def test_anthropic_sdk_raw_events_are_the_documented_sequence(fake_upstrea
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert kinds[-2] == "message_delta"
     assert "content_block_delta" in kinds
+
+
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+async def test_openai_sdk_assembles_streamed_tool_calls_and_logprobs(fake_upstream):
+    fake_upstream.calls = [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Lyon"})]
+    async with openai_sdk(fake_upstream).chat.completions.stream(
+            model="m", messages=QUESTION, tools=[TOOL], logprobs=True, top_logprobs=2) as stream:
+        final = await stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in choice.message.tool_calls] == [
+        ("get_weather", '{"city": "Paris"}'), ("get_weather", '{"city": "Lyon"}')]
+    assert "".join(t.token for t in choice.logprobs.content) == choice.message.content == fake_upstream.text
+
+
+async def test_openai_sdk_parses_whole_tool_calls(fake_upstream):
+    fake_upstream.calls, fake_upstream.text = [("get_weather", {"city": "Paris"})], ""
+    completion = await openai_sdk(fake_upstream).chat.completions.create(model="m", messages=QUESTION, tools=[TOOL])
+    message = completion.choices[0].message
+    assert message.content is None and message.tool_calls[0].function.arguments == '{"city": "Paris"}'
+
+
+async def test_anthropic_sdk_assembles_streamed_tool_use(fake_upstream):
+    fake_upstream.calls = [("get_weather", {"city": "Paris"})]
+    tool = {"name": "get_weather", "input_schema": TOOL["function"]["parameters"]}
+    async with anthropic_sdk(fake_upstream).messages.stream(
+            model="claude-test", max_tokens=50, messages=QUESTION, tools=[tool]) as stream:
+        final = await stream.get_final_message()
+    assert [block.type for block in final.content] == ["text", "tool_use"]
+    assert (final.content[1].name, final.content[1].input) == ("get_weather", {"city": "Paris"})
+    assert final.stop_reason == "tool_use"

@@ -105,7 +105,7 @@ def test_split_system_joins_system_and_developer_messages():
     assert turns == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
     assert split_system([{"role": "user", "content": "Hi"}])[0] is None
     with pytest.raises(InvalidRequest):
-        split_system([{"role": "tool", "content": "{}"}])
+        split_system([{"role": "function", "content": "{}"}])
 
 
 @pytest.mark.parametrize("kind", ["openai-compatible", "anthropic"])
