@@ -90,7 +90,7 @@ async def _ask_in_process(settings: Settings, body: dict, *, as_json: bool) -> N
     request = parse_request(ChatCompletionRequest, body)
     # One question, one sequence: no KV cache for parallel requests that will never come.
     settings = settings.model_copy(update={"engine": settings.engine.model_copy(update={"n_parallel": 1})})
-    registry = await asyncio.to_thread(build_registry, settings, [settings.engine.model])
+    registry = await asyncio.to_thread(build_registry, settings, [settings.engine.model], with_preload=False)
     registry.start_all()
     try:
         # The same runtime and pipeline as the daemon: guard, router, policy and upstreams included.

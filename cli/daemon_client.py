@@ -43,6 +43,19 @@ class DaemonClient:
             return None  # something else listens on this port
         return body
 
+    async def get_json(self, path: str, timeout_s: float = 5.0) -> dict:
+        """GET one of the daemon's JSON endpoints; DaemonUnreachable when no daemon answers."""
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+                async with session.get(self.base_url + path, headers=self.headers) as response:
+                    payload = await response.json(content_type=None)
+                    if response.status != 200:
+                        raise _daemon_error(payload, response.status)
+                    return payload
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            raise DaemonUnreachable(f"No localllm daemon answers at {self.base_url}: start it with "
+                                    "`localllm serve`.") from None
+
     async def chat(self, body: dict) -> dict:
         async with aiohttp.ClientSession() as session:
             async with session.post(self.base_url + "/v1/chat/completions", json=body,
@@ -78,4 +91,6 @@ def _daemon_error(payload: object, status: int) -> DaemonError:
     message = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         message = payload["error"].get("message")
+    elif isinstance(payload, dict) and isinstance(payload.get("error"), str):  # Ollama's shape
+        message = payload["error"]
     return DaemonError(message or f"The daemon answered HTTP {status}.")

@@ -14,6 +14,7 @@ from localllm.cli.config_cmd import config_group
 from localllm.cli.keys_cmd import keys_group
 from localllm.cli.logs_cmd import logs_command
 from localllm.cli.models_cmd import models_group, pull_command
+from localllm.cli.ps_cmd import ps_command
 from localllm.cli.serve_cmd import serve_command
 from localllm.cli.service_cmd import service_group
 from localllm.cli.stats_cmd import stats_command
@@ -34,6 +35,7 @@ def cli(verbose: int) -> None:
 cli.add_command(ask_command, name="ask")
 cli.add_command(serve_command, name="serve")
 cli.add_command(status_command, name="status")
+cli.add_command(ps_command, name="ps")
 cli.add_command(models_group, name="models")
 cli.add_command(pull_command, name="pull")
 cli.add_command(config_group, name="config")

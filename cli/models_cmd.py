@@ -9,6 +9,7 @@ import time
 import click
 
 from localllm.cli.context import load_cli_settings, user_errors
+from localllm.daemon.engine.fallback_templates import family_format
 from localllm.daemon.models.catalog import CATALOG, entry_for_filename
 from localllm.daemon.models.gguf_info import read_gguf_info
 from localllm.daemon.models.model_files import ModelFile, ModelFiles
@@ -175,6 +176,7 @@ def info_command(name: str, with_sha256: bool, as_json: bool) -> None:
     data = info.to_dict()
     data["catalog_name"] = entry.name if entry else None
     data["license"] = entry.license if entry else None
+    data["license_terms"] = entry.license_terms if entry else None
     if with_sha256:
         data["sha256"] = ModelFile(path.name, path, info.file_size, data["catalog_name"]).sha256
     if as_json:
@@ -188,10 +190,14 @@ def info_command(name: str, with_sha256: bool, as_json: bool) -> None:
         ("parameters", _human_count(info.parameter_count)),
         ("quantization", info.quantization or "unknown"),
         ("context length", f"{info.context_length} tokens" if info.context_length else "unknown"),
-        ("chat template", "yes" if info.has_chat_template else "no (chat requests need a template)"),
+        ("chat template", "yes" if info.has_chat_template else
+         "no: chat uses its family's turn format" if family_format(info.architecture) else
+         "no (chat requests need a template)"),
     ]
     if entry:
         rows.append(("catalog", f"{entry.name} ({entry.license})"))
+        if entry.license_terms:
+            rows.append(("licence terms", entry.license_terms))
     if with_sha256:
         rows.append(("sha256", data["sha256"]))
     for label, value in rows:

@@ -29,8 +29,13 @@ def status_command(as_json: bool) -> None:
                    f"up {health.get('uptime_s')} s, memory {health.get('memory_rss_mb')} MB)")
         if "models" not in health:
             click.echo("details: the daemon shows them only with its API token (`localllm token set`)")
+        if "memory_budget_mb" in health:
+            click.echo(f"memory: models take {health['models_resident_mb']} of a {health['memory_budget_mb']} MiB "
+                       "budget")
         for model in health.get("models", []):
-            click.echo(f"model:  {model['id']}  {model['state']}  busy={model['busy']}  waiting={model['waiting']}")
+            slots = f"{model['parallel']} slots ({model.get('parallel_source', 'config')})"
+            click.echo(f"model:  {model['id']}  {model['state']}  {slots}  in flight={model.get('in_flight', 0)}  "
+                       f"waiting={model['waiting']}")
         if health.get("error"):
             click.echo(f"error:  {health['error']}")
         click.echo(f"cache:  {health.get('cache', 'off')}  guard: {health.get('guard', 'off')}  "

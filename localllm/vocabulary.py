@@ -151,4 +151,7 @@ class RequestContext:
     skip_cache_lookup: bool = False  # Cache-Control: no-cache
     skip_cache_store: bool = False   # Cache-Control: no-store
     escalation: Escalation | None = None  # X-LocalLLM-Escalation: never | auto | prefer
+    # How long the local model stays loaded after this request, in seconds (infinity: until memory is
+    # needed): X-LocalLLM-Keep-Alive, or Ollama's keep_alive. None: the model's own keep-alive.
+    keep_alive_s: float | None = None
     started_at: float = field(default_factory=perf_counter)

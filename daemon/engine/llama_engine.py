@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localllm.config import EngineSettings
+from localllm.daemon.engine.fallback_templates import family_format
 from localllm.daemon.engine.grammar import GrammarLibrary
+from localllm.daemon.engine.model_embeddings import ModelEmbedder
 from localllm.daemon.engine.tool_calls import Format, template_format
 from localllm.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
 from localllm.vocabulary import Sampling
@@ -57,6 +59,7 @@ class LlamaEngine:
         self._pieces: dict[int, bytes] = {}
         self._ends_generation: dict[int, bool] = {}
         self._pieces_lock = threading.Lock()
+        self.embedder = ModelEmbedder(self)  # its own context, made on the first embedding request
 
     def load(self) -> None:
         import llama_cpp
@@ -104,7 +107,16 @@ class LlamaEngine:
                 "`localllm models info`, pull it again, or lower engine.n_ctx / engine.n_parallel if memory "
                 "is short.", retry_after_s=30) from None
         self.grammars = GrammarLibrary(self.model.vocab)
-        template = self.model.metadata().get("tokenizer.chat_template")
+        metadata = self.model.metadata()
+        template = metadata.get("tokenizer.chat_template")
+        family = None if template else family_format(metadata.get("general.architecture"))
+        if family is not None:
+            log.info("model %s has no chat template; using its family's turn format", self.name)
+            template = family.template
+            for marker in family.ends:
+                ids = self.model.tokenize(marker.encode(), add_bos=False, special=True)
+                if len(ids) == 1:
+                    self._ends_generation[ids[0]] = True
         self.tool_format = template_format(template)
         if template:
             # The GGUF's own template, rendered in jinja2's immutable sandbox (as
@@ -221,6 +233,10 @@ class LlamaEngine:
         return max_tokens
 
     def close(self) -> None:
+        self.embedder.close()
+        self._chat_formatter = None
+        with self._pieces_lock:
+            self._pieces, self._ends_generation = {}, {}  # the file may change before the next load
         if self.grammars is not None:
             self.grammars.close()
             self.grammars = None

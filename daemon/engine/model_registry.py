@@ -1,64 +1,385 @@
-"""The models this process serves, each behind its own scheduler, found by name."""
+"""The models this process serves: found by name, loaded on demand, unloaded when idle or to make room.
+
+Every installed model (a file in the models dir) can be asked for by name; the first request loads it
+and waits, and requests that arrive during the load wait for the same load. Each loaded model has its
+own batch scheduler and KV cache, so requests for different models run side by side.
+
+Memory: before a load, the model's footprint is estimated from its GGUF (``footprint.py``). If the
+loaded models and the newcomer would exceed the budget, idle models are unloaded, least recently used
+first; a model with requests in flight is never unloaded (the load waits for it to finish). A model
+that cannot fit even alone is refused with both figures. Loads happen one at a time, so the budget is
+never promised twice.
+
+Keep-alive: a model loaded on demand is unloaded ``engine.keep_alive`` after its last request (a
+request may set its own); models loaded at start stay until their memory is needed. Every load and
+unload is logged with its reason and duration.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from localllm.config import Settings
-from localllm.daemon.engine.llama_engine import LlamaEngine
+from localllm.daemon.engine.fallback_templates import family_format
+from localllm.daemon.engine.llama_engine import LlamaEngine, ModelLoadError
 from localllm.daemon.engine.scheduler import BatchScheduler
-from localllm.errors import ModelNotFound
+from localllm.daemon.engine.sizing import footprint_for, memory_budget_bytes, sized
+from localllm.daemon.engine.tool_calls import template_format
+from localllm.daemon.models.catalog import entry_for_filename
+from localllm.daemon.models.footprint import Footprint, MiB
+from localllm.daemon.models.gguf_info import GGUFInfo, read_gguf_info
+from localllm.daemon.models.model_files import ModelFiles
+from localllm.errors import InvalidGGUF, LocalLLMError, ModelNotFound, ServiceUnavailable, UnsafeModelName
 
 log = logging.getLogger(__name__)
 
+REAP_INTERVAL_S = 1.0
+
+
+class ModelTooLarge(ServiceUnavailable):
+    code = "model_too_large"
+
+
+class ModelBusy(ServiceUnavailable):
+    code = "model_busy"
+
+
+@dataclass
+class _Entry:
+    name: str
+    path: Path
+    scheduler: BatchScheduler
+    footprint: Footprint | None  # None when the header lacks the shape (then the file size stands in)
+    preloaded: bool  # loaded at start: stays until its memory is needed
+    parallel_source: str  # "auto" or "config"
+    info: GGUFInfo | None  # its header, as read when it was found
+
+    @property
+    def need(self) -> int:
+        if self.footprint is not None:
+            return self.footprint.total
+        try:
+            return self.path.stat().st_size  # a file whose header could not be read: its size stands in
+        except OSError:
+            return 0
+
+
+class Lease:
+    """A request's hold on a loaded model: it is not unloaded until every lease is released."""
+
+    def __init__(self, registry: ModelRegistry, entry: _Entry, keep_alive_s: float | None):
+        self._registry, self._entry, self._keep_alive_s = registry, entry, keep_alive_s
+        self._released = False
+
+    @property
+    def scheduler(self) -> BatchScheduler:
+        return self._entry.scheduler
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._registry._release(self._entry, self._keep_alive_s)
+
 
 class ModelRegistry:
-    def __init__(self) -> None:
-        self._schedulers: dict[str, BatchScheduler] = {}
+    def __init__(self, settings: Settings | None = None, *, models_dir: Path | None = None,
+                 budget_bytes: int | None = None):
+        self.settings = settings or Settings()
+        self.models_dir = models_dir  # None: only the models added (no discovery)
+        self.budget_bytes = budget_bytes if budget_bytes is not None else memory_budget_bytes(self.settings.engine)
+        self._entries: dict[str, _Entry] = {}
         self._aliases: dict[str, str] = {}
+        self._default: str | None = None
+        self._load_lock: asyncio.Lock | None = None  # made on first use, in the serving loop
+        self._released: asyncio.Event | None = None
+        self._reaper: asyncio.Task | None = None
 
-    def add(self, name: str, path: Path, scheduler: BatchScheduler) -> None:
-        self._schedulers[name] = scheduler
+    # -- finding models ---------------------------------------------------------------------------
+
+    def add(self, name: str, path: Path, *, preload: bool = True) -> BatchScheduler:
+        """Serve the model file ``path`` as ``name`` (loaded by ``start_all`` when ``preload``)."""
+        info = _header(path)
+        configured = self.settings.engine_for(name)
+        engine_settings = sized(configured, info, self.budget_bytes)
+        engine = LlamaEngine(name, path, engine_settings)
+        if info is not None:  # known before loading: a cached answer with tool calls is read this way
+            engine.tool_format = template_format(info.chat_template or (family.template if (
+                family := family_format(info.architecture)) else None))
+        scheduler = BatchScheduler(engine, engine_settings.queue_size)
+        keep_alive = self.settings.models.get(name).keep_alive if name in self.settings.models else None
+        scheduler.keep_alive_s = (math.inf if preload and keep_alive is None else
+                                  _seconds(keep_alive) if keep_alive is not None else configured.keep_alive_s)
+        entry = _Entry(name, path, scheduler, footprint_for(info, engine_settings) if info and info.shape else None,
+                       preloaded=preload, parallel_source="auto" if configured.n_parallel == "auto" else "config",
+                       info=info)
+        self._entries[name] = entry
+        self._default = self._default or name
         for alias in (name, path.name, path.stem):
             self._aliases.setdefault(alias.lower(), name)
+        return scheduler
 
     def get(self, requested: str) -> BatchScheduler:
-        name = self._aliases.get(requested.strip().lower())
-        if name is None:
-            served = ", ".join(sorted(self._schedulers)) or "none"
-            raise ModelNotFound(
-                f"The model '{requested}' is not served here (serving: {served}). "
-                "Pick one from GET /v1/models, or start the daemon with --model NAME.", param="model")
-        return self._schedulers[name]
+        """The scheduler for ``requested`` (loaded or not); any installed model is found."""
+        return self._entry(requested).scheduler
+
+    def _entry(self, requested: str) -> _Entry:
+        requested = requested.strip().removesuffix(":latest")  # Ollama's tag: a local file has only that one
+        key = requested.lower()
+        name = self._aliases.get(key)
+        if name is not None:
+            entry = self._entries[name]
+            if entry.scheduler.state == "stopped" and not entry.path.is_file():
+                self._forget(entry)  # deleted while it was unloaded
+            else:
+                return entry
+        if self.models_dir is not None:
+            files = ModelFiles(self.models_dir)
+            try:
+                path = files.resolve(requested)
+            except (ModelNotFound, UnsafeModelName):  # "a/b" is no file name, so no model here either
+                pass
+            else:
+                catalog = entry_for_filename(path.name)
+                name = catalog.name if catalog is not None else path.stem
+                if name.lower() in self._aliases:  # another spelling of a model already known
+                    return self._entries[self._aliases[name.lower()]]
+                log.info("model %s found in %s; it loads on its first request", name, self.models_dir)
+                self.add(name, path, preload=False)
+                self._aliases.setdefault(key, name)
+                return self._entries[name]
+        raise ModelNotFound(f"The model '{requested}' is not installed here (installed: {self._installed()}). "
+                            f"Run `localllm pull {requested}`, or pick one from GET /v1/models.", param="model")
+
+    def _installed(self) -> str:
+        names = set(self._entries)
+        if self.models_dir is not None:
+            names |= {(m.catalog_name or m.path.stem) for m in ModelFiles(self.models_dir).list()}
+        return ", ".join(sorted(names)) or "none"
+
+    def installed_names(self) -> list[str]:
+        """Every model that can be asked for: known here, or a file in the models dir."""
+        return [name.strip() for name in self._installed().split(",") if name.strip() and name != "none"]
+
+    def _forget(self, entry: _Entry) -> None:
+        del self._entries[entry.name]
+        self._aliases = {alias: name for alias, name in self._aliases.items() if name != entry.name}
+        if self._default == entry.name:
+            self._default = next(iter(self._entries), None)
 
     @property
     def default(self) -> BatchScheduler:
-        return next(iter(self._schedulers.values()))
+        if self._default is None:
+            raise ModelNotFound("No model is configured: set engine.model.", param="model")
+        return self._entries[self._default].scheduler
 
     def all(self) -> list[BatchScheduler]:
-        return list(self._schedulers.values())
+        return [entry.scheduler for entry in self._entries.values()]
+
+    def preloaded(self) -> list[BatchScheduler]:
+        return [entry.scheduler for entry in self._entries.values() if entry.preloaded]
+
+    def describe(self, scheduler: BatchScheduler) -> dict:
+        """What `localllm ps` and /api/ps show of one model."""
+        entry = self._entries[scheduler.model_name]
+        expires = scheduler.expires_at
+        return {"name": entry.name, "path": str(entry.path), "state": scheduler.state, "size": entry.need,
+                "size_vram": 0, "footprint": entry.footprint.describe() if entry.footprint else None,
+                "in_flight": scheduler.in_flight, "parallel": scheduler.engine.settings.n_parallel,
+                "parallel_source": entry.parallel_source, "context_length": scheduler.engine.settings.n_ctx,
+                "load_seconds": scheduler.load_seconds, "loads": scheduler.loads, "preloaded": entry.preloaded,
+                "expires_in_s": None if expires is None else max(round(expires - time.monotonic(), 1), 0.0)}
+
+    def header(self, scheduler: BatchScheduler) -> GGUFInfo | None:
+        """The model's GGUF header as read when it was found (its file may be gone since)."""
+        return self._entries[scheduler.model_name].info
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(entry.need for entry in self._entries.values() if entry.scheduler.state in ("loading", "ready"))
 
     @property
     def generating(self) -> bool:
         """Whether any model is generating now: its llama.cpp threads have the CPU cores, so helper
         models (the embedder) should keep to one thread."""
-        return any(scheduler.busy for scheduler in self._schedulers.values())
+        return any(entry.scheduler.busy for entry in self._entries.values())
+
+    # -- loading and unloading --------------------------------------------------------------------
+
+    async def acquire(self, scheduler: BatchScheduler, keep_alive_s: float | None = None) -> Lease:
+        """Hold ``scheduler``'s model loaded for one request, loading it first if need be (the request
+        waits). ``keep_alive_s``: the request's own keep-alive, from its end (None: the model's)."""
+        entry = self._entries[scheduler.model_name]
+        scheduler.in_flight += 1
+        scheduler.expires_at = None
+        lease = Lease(self, entry, keep_alive_s)
+        try:
+            if scheduler.state != "ready":
+                await self._load(entry)
+        except BaseException:
+            lease.release()
+            raise
+        self._start_reaper()
+        return lease
+
+    def _release(self, entry: _Entry, keep_alive_s: float | None) -> None:
+        scheduler = entry.scheduler
+        scheduler.in_flight -= 1
+        scheduler.last_used = time.monotonic()
+        if keep_alive_s is not None:
+            scheduler.keep_alive_s = keep_alive_s  # Ollama: a request's keep_alive sets the model's from now on
+        if scheduler.in_flight == 0:
+            keep = scheduler.keep_alive_s
+            scheduler.expires_at = None if math.isinf(keep) else scheduler.last_used + keep
+            if self._released is not None:
+                self._released.set()
+            if scheduler.expires_at is not None:
+                self._start_reaper()
+
+    async def _load(self, entry: _Entry) -> None:
+        scheduler = entry.scheduler
+        if scheduler.state in ("loading", "ready"):
+            await scheduler.wait_ready()  # another request started this load
+            return
+        if self._load_lock is None:
+            self._load_lock, self._released = asyncio.Lock(), asyncio.Event()
+        async with self._load_lock:
+            if scheduler.state in ("loading", "ready"):
+                pass  # loaded while this request waited for the lock
+            else:
+                await self._make_room(entry)
+                if scheduler.state == "failed":
+                    await scheduler.stop()  # a failed load is tried again (the file may be fixed)
+                self._check_file(entry)
+                started = time.perf_counter()
+                log.info("loading model %s (%s; %.0f of %.0f MiB in use)", entry.name, _need(entry),
+                         self.resident_bytes / MiB, self.budget_bytes / MiB)
+                scheduler.start()
+                try:
+                    await scheduler.wait_ready()
+                finally:
+                    scheduler.load_seconds = round(time.perf_counter() - started, 3)
+                log.info("model %s loaded in %.2f s", entry.name, scheduler.load_seconds)
+        await scheduler.wait_ready()
+
+    def _check_file(self, entry: _Entry) -> None:
+        """The file is still there and still a GGUF: else a clear error for this model only."""
+        try:
+            info = read_gguf_info(entry.path)
+        except InvalidGGUF as exc:
+            raise ModelLoadError(f"Model {entry.name!r} cannot be loaded: {exc.message}", retry_after_s=30) from None
+        entry.info = info
+        if entry.footprint is None and info.shape is not None:
+            entry.footprint = footprint_for(info, entry.scheduler.engine.settings)
+
+    async def _make_room(self, entry: _Entry) -> None:
+        need = entry.need
+        if need > self.budget_bytes:
+            raise ModelTooLarge(
+                f"Model {entry.name!r} needs about {_need(entry)}, more than the whole memory budget of "
+                f"{self.budget_bytes / MiB:.0f} MiB. Raise engine.memory_budget_mb, or lower n_ctx or "
+                f"n_parallel for it ([models.\"{entry.name}\"]).", retry_after_s=60)
+        while self.resident_bytes + need > self.budget_bytes:
+            idle = [e for e in self._entries.values() if e is not entry and e.scheduler.state in ("ready", "failed")
+                    and e.scheduler.in_flight == 0]
+            if idle:
+                victim = min(idle, key=lambda e: e.scheduler.last_used)
+                await self._unload(victim, f"making room for {entry.name} ({need / MiB:.0f} MiB)")
+                continue
+            # Everything resident is busy: wait for a request to end, then look again.
+            log.info("model %s waits for memory: every loaded model has requests in flight", entry.name)
+            self._released.clear()
+            await self._released.wait()
+
+    async def unload(self, scheduler: BatchScheduler, reason: str) -> None:
+        """Unload a model now; refused while it has requests in flight."""
+        entry = self._entries[scheduler.model_name]
+        if scheduler.in_flight:
+            raise ModelBusy(f"Model {entry.name!r} is answering {scheduler.in_flight} request(s); try again when "
+                            "they are done.", retry_after_s=2)
+        if scheduler.state in ("loading", "ready", "failed"):
+            await self._unload(entry, reason)
+
+    async def _unload(self, entry: _Entry, reason: str) -> None:
+        started = time.perf_counter()
+        await entry.scheduler.stop()
+        entry.scheduler.expires_at = None
+        log.info("unloaded model %s (%s) in %.2f s, %.0f MiB freed", entry.name, reason,
+                 time.perf_counter() - started, entry.need / MiB)
+
+    def _start_reaper(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._reaper is None or self._reaper.done():
+            self._reaper = loop.create_task(self._reap_expired())
+
+    async def _reap_expired(self) -> None:
+        """Unload models whose keep-alive ran out while idle; ends when nothing is due any more."""
+        while True:
+            now = time.monotonic()
+            due = [e for e in self._entries.values() if e.scheduler.expires_at is not None
+                   and e.scheduler.expires_at <= now and e.scheduler.in_flight == 0
+                   and e.scheduler.state in ("ready", "failed")]
+            for entry in due:
+                keep = entry.scheduler.keep_alive_s
+                await self._unload(entry, "keep_alive 0: unloaded after its request" if keep == 0
+                                   else f"idle for its keep_alive of {keep:g} s")
+            pending = [e.scheduler.expires_at for e in self._entries.values()
+                       if e.scheduler.expires_at is not None and e.scheduler.state in ("ready", "failed")]
+            if not pending:
+                return
+            await asyncio.sleep(min(max(min(pending) - time.monotonic(), 0.0), REAP_INTERVAL_S))
 
     def start_all(self) -> None:
-        for scheduler in self._schedulers.values():
-            scheduler.start()
+        """Start loading the models loaded at start (engine.model and engine.preload), as many as the
+        budget holds; the others load on their first request."""
+        for entry in self._entries.values():
+            if not entry.preloaded or entry.scheduler.state != "stopped":
+                continue
+            if self.resident_bytes + entry.need > self.budget_bytes:
+                log.warning("not preloading %s: it needs %s and %.0f of %.0f MiB are taken; it loads on its "
+                            "first request", entry.name, _need(entry), self.resident_bytes / MiB,
+                            self.budget_bytes / MiB)
+                continue
+            log.info("loading model %s at start (%s)", entry.name, _need(entry))
+            entry.scheduler.start()
 
     async def stop_all(self) -> None:
-        for scheduler in self._schedulers.values():
-            await scheduler.stop()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for entry in self._entries.values():
+            await entry.scheduler.stop()
 
 
-def registry_for(settings: Settings, model_names: list[str], model_paths: list[Path]) -> ModelRegistry:
-    """One batching scheduler per model, each with that model's engine settings."""
-    registry = ModelRegistry()
+def _header(path: Path) -> GGUFInfo | None:
+    try:
+        return read_gguf_info(path)
+    except LocalLLMError as exc:  # a broken file is reported when it is loaded, for that model alone
+        log.warning("cannot read the header of %s: %s", path, exc.message)
+        return None
+
+
+def _need(entry: _Entry) -> str:
+    return entry.footprint.describe() if entry.footprint is not None else f"{entry.need / MiB:.0f} MiB (file size)"
+
+
+def _seconds(value) -> float:
+    from localllm.config.engine import duration_seconds
+
+    return duration_seconds(value, "keep_alive")
+
+
+def registry_for(settings: Settings, model_names: list[str], model_paths: list[Path], *,
+                 models_dir: Path | None = None) -> ModelRegistry:
+    """A registry serving these models (loaded by ``start_all``); with ``models_dir``, any other model
+    installed there loads on its first request."""
+    registry = ModelRegistry(settings, models_dir=models_dir)
     for name, path in zip(model_names, model_paths, strict=True):
-        engine_settings = settings.engine_for(name)
-        engine = LlamaEngine(name, path, engine_settings)
-        registry.add(name, path, BatchScheduler(engine, engine_settings.queue_size))
+        registry.add(name, path)
     return registry

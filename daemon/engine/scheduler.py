@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 
 from localllm.daemon.engine.batch_decoder import END_OF_STREAM, BatchDecoder
@@ -26,6 +28,11 @@ from localllm.vocabulary import Finished, TextDelta
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class BatchScheduler:
@@ -43,9 +50,20 @@ class BatchScheduler:
         self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._ready_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._waiters_lock = threading.Lock()
         self._decoder: BatchDecoder | None = None
         self._stopping = threading.Event()
         self._relay = EventRelay()  # the engine thread's events reach their streams once per step
+        # Kept by the model registry: requests holding the model loaded, when it was last used and loaded,
+        # and how long it stays loaded once idle (infinity: until memory is needed).
+        self.in_flight = 0
+        self.loads = 0  # times loaded since the daemon started
+        self.last_used = time.monotonic()
+        self.loaded_at: float | None = None
+        self.load_seconds: float | None = None
+        self.keep_alive_s = math.inf
+        self.expires_at: float | None = None  # time.monotonic() when an idle model is unloaded; None: never
 
     @property
     def model_name(self) -> str:
@@ -75,24 +93,47 @@ class BatchScheduler:
         return self._jobs.qsize()
 
     def start(self) -> None:
-        """Begin loading the model in the worker thread; returns at once."""
+        """Begin loading the model in the worker thread; returns at once. After ``stop`` it loads again."""
         if self._thread is not None:
             return
-        self.state = "loading"
+        self.state, self.load_error, self._decoder = "loading", None, None
+        self.loads += 1
+        self._ready.clear()
+        self._stopping.clear()
+        self._jobs = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"engine-{self.engine.name}", daemon=True)
         self._thread.start()
 
     async def wait_ready(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
+        """Wait (without holding a thread) until the load ends; raises its error if it failed."""
+        if not self._ready.is_set():
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            with self._waiters_lock:
+                if self._ready.is_set():
+                    future.set_result(None)
+                else:
+                    self._ready_waiters.append((loop, future))
+            await future
         if self.state == "failed":
             raise self.load_error
+
+    def _signal_ready(self) -> None:
+        with self._waiters_lock:
+            self._ready.set()
+            waiters, self._ready_waiters = self._ready_waiters, []
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
 
     def unavailable_reason(self) -> str | None:
         """Why a new request could not be served now (model_loading, model_failed, queue_full), or None."""
         if self.state == "failed":
             return "model_failed"
-        if self.state != "ready":
+        if self.state == "loading":
             return "model_loading"
+        if self.state == "stopped":
+            return None  # loaded for this request: it waits
+
         if self._admitted >= self.capacity:
             return "queue_full"
         return None
@@ -156,9 +197,9 @@ class BatchScheduler:
             self._load_failed(ServiceUnavailable(
                 f"Model {self.engine.name!r} failed to load; see the daemon log.", code="model_load_failed"))
         else:
-            self.state = "ready"
+            self.state, self.loaded_at = "ready", time.monotonic()
             log.info("model %s ready (%d parallel sequences)", self.engine.name, self.engine.settings.n_parallel)
-        self._ready.set()
+        self._signal_ready()
         try:
             if self.state == "ready":
                 self._serve()

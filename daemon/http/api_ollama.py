@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from contextlib import aclosing
 
 from aiohttp import web
@@ -41,7 +42,7 @@ from localllm.daemon.models.puller import pull
 from localllm.daemon.requests import ChatCompletionRequest, parse_request
 from localllm.errors import InvalidRequest, LocalLLMError, ModelNotFound
 from localllm.store.embedder import MODEL_ID
-from localllm.vocabulary import AnswerText, TextDelta, ToolCall
+from localllm.vocabulary import AnswerText, RequestContext, TextDelta, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     body = parse_request(OllamaChatRequest, await read_json(request))
     pipeline = runtime_of(request).pipeline
     converted = chat_request(body, _limits(request, body.model)[0])
-    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
+    ctx = _context(request, body.keep_alive)
     timing = shapes.Timing()
     gen = await pipeline.chat(converted, ctx)
     return await _answer(request, gen, timing, chat=True, stream=body.stream)
@@ -81,20 +82,31 @@ async def chat(request: web.Request) -> web.StreamResponse:
 async def generate(request: web.Request) -> web.StreamResponse:
     body = parse_request(OllamaGenerateRequest, await read_json(request))
     runtime = runtime_of(request)
+    ctx = _context(request, body.keep_alive)
     if not body.prompt and not body.system:
-        # Ollama's way to load a model: nothing to generate. Models here load at start (issue 19 next).
-        keep_alive_seconds(body.keep_alive)
-        runtime.registry.get(model_name(body.model))
+        # Ollama's way to load a model (or, with keep_alive 0, to unload it): nothing to generate.
+        scheduler = runtime.registry.get(model_name(body.model))
+        lease = await runtime.registry.acquire(scheduler, ctx.keep_alive_s)
+        lease.release()
         return web.json_response({"model": shapes.ollama_name(model_name(body.model)), "created_at": shapes.now_iso(),
-                                  "response": "", "done": True, "done_reason": "load"})
+                                  "response": "", "done": True,
+                                  "done_reason": "unload" if ctx.keep_alive_s == 0 else "load"})
     converted = generate_request(body, *_limits(request, body.model))
-    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
     timing = shapes.Timing()
     if isinstance(converted, ChatCompletionRequest):
         gen = await runtime.pipeline.chat(converted, ctx)
     else:
         gen = await runtime.pipeline.complete(converted, ctx)
     return await _answer(request, gen, timing, chat=False, stream=body.stream)
+
+
+def _context(request: web.Request, keep_alive: object) -> RequestContext:
+    """The request's context from its headers, with Ollama's keep_alive from its body."""
+    ctx = context_from_headers(request.headers, request.get(TOKEN_NAMESPACE))
+    seconds = keep_alive_seconds(keep_alive)
+    if seconds is not None:
+        ctx.keep_alive_s = seconds
+    return ctx
 
 
 async def _answer(request: web.Request, gen, timing: shapes.Timing, *, chat: bool, stream: bool
@@ -145,8 +157,8 @@ async def embed(request: web.Request) -> web.Response:
     keep_alive_seconds(body.keep_alive)
     timing = shapes.Timing()
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors, tokens = await embed_texts(request, body.model, texts, body.dimensions)
-    return web.json_response({"model": shapes.ollama_name(MODEL_ID), "embeddings": [v.tolist() for v in vectors],
+    vectors, tokens, model = await embed_texts(request, body.model, texts, body.dimensions)
+    return web.json_response({"model": shapes.ollama_name(model), "embeddings": [v.tolist() for v in vectors],
                               "total_duration": timing.elapsed_ns(), "load_duration": 0, "prompt_eval_count": tokens})
 
 
@@ -154,7 +166,7 @@ async def embed(request: web.Request) -> web.Response:
 async def embeddings(request: web.Request) -> web.Response:
     body = parse_request(OllamaEmbeddingsRequest, await read_json(request))
     keep_alive_seconds(body.keep_alive)
-    vectors, _ = await embed_texts(request, body.model, [body.prompt])
+    vectors, _, _ = await embed_texts(request, body.model, [body.prompt])
     return web.json_response({"embedding": vectors[0].tolist()})
 
 
@@ -224,17 +236,30 @@ def _template(path) -> str:
 
 @documented(summary="Ollama: the models loaded now.", errors=(401, 403, 429, 503))
 async def ps(request: web.Request) -> web.Response:
+    registry = runtime_of(request).registry
+    loop = asyncio.get_running_loop()
     loaded = []
-    for scheduler in runtime_of(request).registry.all():
-        if scheduler.state != "ready":
+    for scheduler in registry.all():
+        if scheduler.state not in ("loading", "ready"):
             continue
+        described = registry.describe(scheduler)
         engine = scheduler.engine
         name = shapes.ollama_name(scheduler.model_name)
-        info = await asyncio.get_running_loop().run_in_executor(None, read_gguf_info, engine.path)
-        loaded.append({"name": name, "model": name, "size": info.file_size, "size_vram": 0,
-                       "digest": await asyncio.get_running_loop().run_in_executor(None, _digest, engine.path),
-                       "details": shapes.model_details(info), "expires_at": "2318-01-01T00:00:00Z",
-                       "context_length": engine.settings.n_ctx})
+        expires = described["expires_in_s"]
+        try:
+            digest = await loop.run_in_executor(None, _digest, engine.path)
+        except OSError:  # its file was deleted while it was loaded
+            digest = ""
+        loaded.append({"name": name, "model": name, "size": described["size"], "size_vram": described["size_vram"],
+                       "digest": digest,
+                       "details": shapes.model_details(registry.header(scheduler)),
+                       # Ollama shows a model that never expires with a far-off date.
+                       "expires_at": shapes.iso_time(time.time() + expires) if expires is not None
+                       else "2318-01-01T00:00:00Z",
+                       "context_length": described["context_length"],
+                       "localllm": {key: described[key] for key in (
+                           "state", "in_flight", "parallel", "parallel_source", "footprint", "load_seconds", "loads",
+                           "preloaded")}})
     return web.json_response({"models": loaded})
 
 
@@ -289,10 +314,10 @@ async def delete(request: web.Request) -> web.Response:
     body = parse_request(OllamaModelRequest, await read_json(request))
     files = _files(request)
     path = files.resolve(body.target)
-    served = {s.engine.path.resolve() for s in runtime_of(request).registry.all()}
-    if path.resolve() in served:
-        raise InvalidRequest(f"{body.target} is being served by this daemon; stop serving it before deleting it.",
-                             param="model")
+    registry = runtime_of(request).registry
+    for scheduler in registry.all():
+        if scheduler.engine.path.resolve() == path.resolve() and scheduler.state in ("loading", "ready"):
+            await registry.unload(scheduler, "its file is being deleted")  # refused while it answers
     await asyncio.get_running_loop().run_in_executor(None, files.remove, body.target)
     return web.Response(status=200)
 

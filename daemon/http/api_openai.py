@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -208,8 +209,9 @@ async def _stream(request: web.Request, gen: Generation, *, chat: bool, include_
 @documented(summary="The models served: local ones, the embedder, and each upstream's.", errors=(401, 403, 429, 503))
 async def list_models(request: web.Request) -> web.Response:
     started = int(request.app[STARTED_AT])
-    data = [{"id": s.model_name, "object": "model", "created": started, "owned_by": "localllm"}
-            for s in request.app[REGISTRY].all()]
+    # Every installed model: any of them loads on its first request.
+    names = await asyncio.get_running_loop().run_in_executor(None, request.app[REGISTRY].installed_names)
+    data = [{"id": name, "object": "model", "created": started, "owned_by": "localllm"} for name in names]
     runtime = runtime_of(request)
     if runtime.services.embedder is not None:
         data.append({"id": MODEL_ID, "object": "model", "created": started, "owned_by": "localllm"})
@@ -230,21 +232,19 @@ async def live(request: web.Request) -> web.Response:
             "token when one is set.", public=True, errors=(403, 503))
 async def health(request: web.Request) -> web.Response:
     """Readiness: 200 only when the runtime is built (guard, router, cache) and every model is loaded."""
-    schedulers = request.app[REGISTRY].all()
+    registry = request.app[REGISTRY]
     slot = request.app[RUNTIME]
     runtime = slot.runtime
-    models = [{"id": s.model_name, "state": s.state, "busy": s.busy, "running": s.running,
-               "parallel": s.engine.settings.n_parallel, "waiting": s.waiting,
-               "reused_prompt_tokens": s.reused_prompt_tokens} for s in schedulers]
-    models_ready = bool(schedulers) and all(s.state == "ready" for s in schedulers)
-    if slot.error is not None:
+    models = [{"id": s.model_name, **registry.describe(s), "busy": s.busy, "running": s.running,
+               "waiting": s.waiting, "reused_prompt_tokens": s.reused_prompt_tokens} for s in registry.all()]
+    # Ready once the models loaded at start have loaded; later loads and unloads are the normal course.
+    first_loads = [s for s in registry.preloaded() if s.loaded_at is None]
+    if slot.error is not None or any(s.state == "failed" for s in first_loads):
         status = "error"
-    elif models_ready:
-        status = "ok" if runtime is not None else "starting"
-    elif any(s.state == "loading" for s in schedulers):
+    elif any(s.state == "loading" for s in first_loads):
         status = "loading"
     else:
-        status = "error"
+        status = "ok" if runtime is not None else "starting"
     http_status = 200 if status == "ok" else 503
     if not request.get(SHOW_DETAILS, True):
         return web.json_response({"service": "localllm", "status": status, "ready": status == "ok"},
@@ -254,6 +254,8 @@ async def health(request: web.Request) -> web.Response:
     payload = {"service": "localllm", "status": status, "ready": status == "ok", "models": models,
                "uptime_s": round(time.time() - request.app[STARTED_AT], 1),
                "pid": process.pid, "memory_rss_mb": round(process.memory_info().rss / 2**20, 1),
+               "memory_budget_mb": round(registry.budget_bytes / 2**20),
+               "models_resident_mb": round(registry.resident_bytes / 2**20),
                "cache": services.cache_state if services is not None else "starting",
                "guard": ("on" if services.scanner is not None else "off") if services is not None else "starting",
                "router": ("on" if services.complexity_router is not None else "off") if services is not None

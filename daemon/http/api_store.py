@@ -30,40 +30,61 @@ class EmbeddingsRequest(_Body):
 
 
 async def embed_texts(request: web.Request, model: str, texts: list[str], dimensions: int | None = None
-                      ) -> tuple[list, int]:
-    """(the vectors, the tokens read) for ``texts`` with the served embedder, which ``model`` must name
-    (with or without an Ollama tag); the OpenAI and Ollama endpoints both embed through here."""
+                      ) -> tuple[list, int, str]:
+    """(the vectors, the tokens read, the model's name) for ``texts``: with the served sentence embedder
+    when ``model`` names it (with or without an Ollama tag), else with the chat model it names (its own
+    hidden states, mean-pooled; Ollama clients do that). The OpenAI and Ollama endpoints both embed here."""
     runtime = runtime_of(request)
-    embedder = runtime.services.embedder
-    if embedder is None:
-        raise ModelNotFound(f"No embedding model is served here: {MODEL_ID} comes with the semantic cache or the "
-                            "router (cache.enabled = true or router.enabled = true).", param="model")
-    if model.lower().removesuffix(":latest") not in {embedder.name.lower(), MODEL_ID.lower()}:
-        raise ModelNotFound(f"The embedding model '{model}' is not served here; use '{MODEL_ID}'.", param="model")
-    if dimensions is not None and dimensions != embedder.dimensions:
-        raise InvalidRequest(f"{MODEL_ID} gives {embedder.dimensions}-dimensional vectors and cannot shorten "
-                             f"them; leave out `dimensions` or set it to {embedder.dimensions}.", param="dimensions")
     if len(texts) > MAX_INPUTS:
         raise InvalidRequest(f"At most {MAX_INPUTS} inputs per request; got {len(texts)}.", param="input")
+    embedder = runtime.services.embedder
     loop = asyncio.get_running_loop()
+    if model.lower().removesuffix(":latest") not in {MODEL_ID.lower(), *([embedder.name.lower()] if embedder else [])}:
+        return (*await _embed_with_chat_model(runtime, model, texts, dimensions, loop), model)
+    if embedder is None:
+        raise ModelNotFound(f"No sentence embedder is served here: {MODEL_ID} comes with the semantic cache or the "
+                            "router (cache.enabled = true or router.enabled = true). A chat model's name works "
+                            "too.", param="model")
+    _check_dimensions(dimensions, embedder.dimensions, MODEL_ID)
     embed = functools.partial(embedder.embed, texts, cores_busy=runtime.registry.generating)
     vectors = await loop.run_in_executor(None, embed)
     tokens = await loop.run_in_executor(None, embedder.count_tokens, texts)
-    return vectors, tokens
+    return vectors, tokens, MODEL_ID
 
 
-@documented(summary="Sentence embeddings (all-MiniLM-L6-v2, 384 dimensions), OpenAI's shape.",
+async def _embed_with_chat_model(runtime, model: str, texts: list[str], dimensions: int | None, loop):
+    try:
+        scheduler = runtime.registry.get(model)
+    except ModelNotFound as exc:
+        raise ModelNotFound(f"{exc.message} Embeddings come from '{MODEL_ID}' or from any installed model.",
+                            param="model") from None
+    lease = await runtime.registry.acquire(scheduler)
+    try:
+        _check_dimensions(dimensions, scheduler.engine.model.n_embd(), scheduler.model_name)
+        return await loop.run_in_executor(None, scheduler.engine.embedder.embed, texts)
+    finally:
+        lease.release()
+
+
+def _check_dimensions(asked: int | None, given: int, model: str) -> None:
+    if asked is not None and asked != given:
+        raise InvalidRequest(f"{model} gives {given}-dimensional vectors and cannot shorten them; leave out "
+                             f"`dimensions` or set it to {given}.", param="dimensions")
+
+
+@documented(summary="Embeddings, OpenAI's shape: all-MiniLM-L6-v2 (384 dimensions), or any installed chat "
+            "model's (mean-pooled).",
             request=EmbeddingsRequest, errors=(400, 401, 403, 404, 413, 415, 429, 503))
 async def embeddings(request: web.Request) -> web.Response:
     body = parse_request(EmbeddingsRequest, await read_json(request))
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors, tokens = await embed_texts(request, body.model, texts, body.dimensions)
+    vectors, tokens, model = await embed_texts(request, body.model, texts, body.dimensions)
     data = []
     for i, vector in enumerate(vectors):
         value = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
                  else vector.tolist())
         data.append({"object": "embedding", "index": i, "embedding": value})
-    return web.json_response({"object": "list", "data": data, "model": MODEL_ID,
+    return web.json_response({"object": "list", "data": data, "model": model,
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 

@@ -11,11 +11,11 @@ template overrides, thinking) are a 400 that names them.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Literal
 
 from pydantic import Field
 
+from localllm.config.engine import duration_seconds
 from localllm.daemon.requests import ChatCompletionRequest, CompletionRequest, _Body, parse_request
 from localllm.errors import InvalidRequest
 
@@ -27,28 +27,15 @@ SAMPLING_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "to
 RUNTIME_OPTIONS = frozenset({"numa", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "logits_all",
                              "vocab_only", "use_mmap", "use_mlock", "embedding_only", "num_thread", "num_keep",
                              "repeat_last_n", "penalize_newline", "typical_p", "tfs_z"})
-_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
 def keep_alive_seconds(value: object) -> float | None:
-    """Ollama's keep_alive in seconds (a number of seconds or a Go duration like "5m"); -1 is forever."""
+    """Ollama's keep_alive in seconds (a number of seconds or a Go duration like "5m"; negative: forever, as
+    infinity), or None when the request leaves it out."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise InvalidRequest("keep_alive must be a duration like \"5m\", a number of seconds, or -1.",
-                             param="keep_alive")
-    if isinstance(value, int | float):
-        return float(value)
-    parts = re.findall(r"-?\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h)?", str(value).strip())
-    if not parts or "".join(parts) != str(value).strip():
-        raise InvalidRequest(f"keep_alive {value!r} is not a duration (like \"5m\", \"1h30m\", \"300s\", or -1).",
-                             param="keep_alive")
-    total = 0.0
-    for part in parts:
-        number, unit = _DURATION.match(part).groups()
-        total += float(number) * _UNITS[unit]
-    return total
+    try:
+        return duration_seconds(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{exc}.", param="keep_alive") from None
 
 
 def model_name(name: str) -> str:
@@ -138,7 +125,6 @@ class OllamaCopyRequest(_Body):
 
 def _common(request: _OllamaGeneration, n_ctx: int) -> dict:
     """The OpenAI fields that Ollama's options, format and flags map onto."""
-    keep_alive_seconds(request.keep_alive)  # validated; models stay loaded until engine issue 19
     if request.think not in (None, False, "", "false"):
         raise InvalidRequest("Thinking (think) is not supported by the models served here; leave it out.",
                              param="think")

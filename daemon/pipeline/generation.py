@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from localllm.daemon.engine.tool_calls import ToolPlan, new_call_id
@@ -63,3 +63,30 @@ async def replay_events(hit: CachedAnswer) -> AsyncIterator[AnswerEvent]:
 async def iterate(events: list[AnswerEvent]) -> AsyncIterator[AnswerEvent]:
     for event in events:
         yield event
+
+
+class HeldEvents:
+    """An answer's events that hold something (a loaded model) until they end: at the last event, on an
+    error, when closed (even before the first event), or when dropped unread."""
+
+    def __init__(self, events: AsyncIterator[AnswerEvent], release: Callable[[], None]):
+        self._events, self._release = events, release
+
+    def __aiter__(self) -> HeldEvents:
+        return self
+
+    async def __anext__(self) -> AnswerEvent:
+        try:
+            return await anext(self._events)
+        except BaseException:  # the end (StopAsyncIteration) included
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            self._release()
+
+    def __del__(self) -> None:
+        self._release()

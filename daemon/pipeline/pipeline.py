@@ -25,7 +25,7 @@ from localllm.daemon.engine.llama_engine import GenerationJob
 from localllm.daemon.engine.model_registry import ModelRegistry
 from localllm.daemon.engine.scheduler import BatchScheduler
 from localllm.daemon.engine.tool_calls import ToolPlan, plan_grammar, template_tools, with_tools_described
-from localllm.daemon.pipeline.generation import Generation, iterate, replay_events, stored_form
+from localllm.daemon.pipeline.generation import Generation, HeldEvents, iterate, replay_events, stored_form
 from localllm.daemon.pipeline.recording import OnFinished, RequestRecorder
 from localllm.daemon.pipeline.upstream_answer import UpstreamAnswered, UpstreamCall, UpstreamFailed, UpstreamSender
 from localllm.daemon.requests import ChatCompletionRequest, CompletionRequest
@@ -79,10 +79,14 @@ class Pipeline:
         decision = await self.decider.decide(facts, ctx, dry_run=dry_run)
         if dry_run and isinstance(decision, AnswerLocally):
             scheduler = decision.model
-            prompt_tokens = await scheduler.render_and_tokenize(facts.messages)
-            scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens,
-                                        shrink=decision.fallback_reason is not None)
-            scheduler.engine.check_sampling(request.sampling())
+            lease = await self.registry.acquire(scheduler, ctx.keep_alive_s)
+            try:
+                prompt_tokens = await scheduler.render_and_tokenize(facts.messages)
+                scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens,
+                                            shrink=decision.fallback_reason is not None)
+                scheduler.engine.check_sampling(request.sampling())
+            finally:
+                lease.release()
         return decision
 
     async def chat(self, request: ChatCompletionRequest, ctx: RequestContext | None = None) -> Generation:
@@ -116,6 +120,18 @@ class Pipeline:
 
     async def _answer_locally(self, decision: AnswerLocally, request: ChatCompletionRequest, facts: RequestFacts,
                               ctx: RequestContext) -> Generation:
+        """The local model answers, loaded for it if need be and held loaded until the answer ends."""
+        lease = await self.registry.acquire(decision.model, ctx.keep_alive_s)
+        try:
+            gen = await self._generate_locally(decision, request, facts, ctx)
+        except BaseException:
+            lease.release()
+            raise
+        gen.events = HeldEvents(gen.events, lease.release)
+        return gen
+
+    async def _generate_locally(self, decision: AnswerLocally, request: ChatCompletionRequest,
+                                facts: RequestFacts, ctx: RequestContext) -> Generation:
         scheduler = decision.model
         record = self._chat_record(decision, request, facts, ctx, scheduler.model_name)
         plan = request.tool_plan(scheduler.engine.tool_format)
@@ -226,11 +242,18 @@ class Pipeline:
         cache = await self.decider.check_cache(key, request.deterministic, ctx)
         if cache.hit is not None:
             return self._replay(gen_id, scheduler.model_name, cache, record, ctx)
-        prompt_tokens = await scheduler.completion_prompt(request.prompt)
-        as_messages = [{"role": "user", "content": request.prompt}]
-        findings = PendingFindings(lambda: self.decider.scan(as_messages), eager=False)
-        return self._generate(gen_id, scheduler, prompt_tokens, request.sampling(), request.max_tokens, record,
-                              cache, ctx, findings=findings, messages=as_messages)
+        lease = await self.registry.acquire(scheduler, ctx.keep_alive_s)
+        try:
+            prompt_tokens = await scheduler.completion_prompt(request.prompt)
+            as_messages = [{"role": "user", "content": request.prompt}]
+            findings = PendingFindings(lambda: self.decider.scan(as_messages), eager=False)
+            gen = self._generate(gen_id, scheduler, prompt_tokens, request.sampling(), request.max_tokens, record,
+                                 cache, ctx, findings=findings, messages=as_messages)
+        except BaseException:
+            lease.release()
+            raise
+        gen.events = HeldEvents(gen.events, lease.release)
+        return gen
 
     # -- answers ---------------------------------------------------------------
 

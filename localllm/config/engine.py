@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -23,12 +25,27 @@ class EngineSettings(Section):
                        description="Model served by default (catalog name or file in the models dir).")
     n_ctx: int = Field(2048, ge=128, le=1_048_576,
                        description="Context window per sequence in tokens (one request's prompt and answer).")
-    n_parallel: int = Field(4, ge=1, le=256, description=(
-        "Requests generated at once, batched into one llama.cpp decode. The KV cache holds "
-        "n_ctx x n_parallel tokens; 1 = one request at a time."))
+    n_parallel: int | Literal["auto"] = Field("auto", description=(
+        "Requests generated at once per model, batched into one llama.cpp decode. The KV cache holds "
+        "n_ctx x n_parallel tokens; 1 = one request at a time. auto: as many as the cores keep busy "
+        "(4 per core, 4 to 16), fewer when the memory budget cannot hold their KV cache; "
+        "`localllm status` says the choice."))
+    memory_budget_mb: int = Field(0, ge=0, description=(
+        "Memory the loaded models may take together, in MiB (weights, KV cache, buffers, estimated from each "
+        "GGUF before loading). Idle models are unloaded, least recently used first, to make room. "
+        "0 = automatic: 75% of the machine's RAM less 1 GiB."))
+    keep_alive: float | int | str = Field("5m", description=(
+        "How long a model loaded on demand stays loaded after its last request (Ollama's syntax: \"5m\", "
+        "\"1h30m\", \"300s\", seconds as a number, -1 = forever, 0 = unload after each request). "
+        "Models loaded at start (model and preload) stay until memory is needed. A request may set its own "
+        "(Ollama's keep_alive, or the X-LocalLLM-Keep-Alive header)."))
+    preload: list[str] = Field(default_factory=list, description=(
+        "Models loaded at start besides `model` (catalog names or files in the models dir); any other "
+        "installed model loads on its first request."))
     n_threads: int = Field(0, ge=0, le=512, description="CPU threads for generation; 0 = number of physical cores.")
-    n_gpu_layers: int | Literal["all"] = Field(
-        0, description="Layers offloaded to the GPU: 0, N or 'all'. Needs a CUDA/Metal build of llama-cpp-python.")
+    n_gpu_layers: int | Literal["all", "auto"] = Field(
+        0, description="Layers offloaded to the GPU: 0, N, 'all', or 'auto' (as many as fit the GPU's free "
+        "memory with their KV cache; 0 on a CPU build). Needs a CUDA/Metal build of llama-cpp-python.")
     n_batch: int = Field(512, ge=1, le=65536, description=(
         "Most tokens in one decode step (all sequences together): a newcomer's prompt is fed in "
         "chunks of what is left after one token per running sequence, so streams keep flowing."))
@@ -49,18 +66,43 @@ class EngineSettings(Section):
     @field_validator("n_gpu_layers", mode="before")
     @classmethod
     def _gpu_layers(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() != "all":
+        if isinstance(value, str) and value.strip().lower() not in ("all", "auto"):
             try:
                 value = int(value)
             except ValueError:
-                raise ValueError("must be 0, a positive number of layers, or 'all'") from None
+                raise ValueError("must be 0, a positive number of layers, 'all' or 'auto'") from None
         if isinstance(value, int) and value < 0:
-            raise ValueError("must be 0, a positive number of layers, or 'all'")
+            raise ValueError("must be 0, a positive number of layers, 'all' or 'auto'")
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("n_parallel", mode="before")
+    @classmethod
+    def _parallel(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ValueError("must be a number of sequences (1-256) or 'auto'") from None
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 256:
+            raise ValueError("must be a number of sequences (1-256) or 'auto'")
+        return value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> Any:
+        duration_seconds(value, "engine.keep_alive")  # raises ValueError with the accepted forms
+        return value
+
+    @property
+    def keep_alive_s(self) -> float:
+        """The keep-alive in seconds; infinity is forever."""
+        return duration_seconds(self.keep_alive, "engine.keep_alive")
 
     @model_validator(mode="after")
     def _batch_holds_every_sequence(self) -> EngineSettings:
-        if self.n_batch < self.n_parallel:
+        if self.n_parallel != "auto" and self.n_batch < self.n_parallel:
             raise ValueError(f"engine.n_batch ({self.n_batch}) must be at least engine.n_parallel "
                              f"({self.n_parallel}): each decode step carries one token per running sequence")
         return self
@@ -71,7 +113,30 @@ class EngineSettings(Section):
 
     @property
     def gpu_layers(self) -> int:
-        return -1 if self.n_gpu_layers == "all" else int(self.n_gpu_layers)
+        """llama.cpp's n_gpu_layers (-1: all); "auto" is resolved per model before loading (0 if it was not)."""
+        if self.n_gpu_layers == "all":
+            return -1
+        return 0 if self.n_gpu_layers == "auto" else int(self.n_gpu_layers)
+
+
+_DURATION_PART = re.compile(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def duration_seconds(value: Any, where: str = "keep_alive") -> float:
+    """Ollama's keep-alive as seconds (a number of seconds, or a Go duration like "5m" or "1h30m"); infinity
+    for forever (any negative value). Raises ValueError naming ``where`` for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{where} must be a duration like \"5m\", a number of seconds, or -1")
+    if isinstance(value, str):
+        text = value.strip()
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(number + unit for number, unit in parts) != text:
+            raise ValueError(f"{where} {value!r} is not a duration (like \"5m\", \"1h30m\", \"300s\", or -1)")
+        seconds = sum(float(number) * _DURATION_UNITS[unit or None] for number, unit in parts)
+    else:
+        seconds = float(value)
+    return math.inf if seconds < 0 else seconds
 
 
 class ModelOverride(Section):
@@ -79,6 +144,7 @@ class ModelOverride(Section):
 
     n_ctx: int | None = Field(None, ge=128, le=1_048_576, description="Context window for this model.")
     n_threads: int | None = Field(None, ge=0, le=512, description="CPU threads for this model.")
-    n_gpu_layers: int | Literal["all"] | None = Field(None, description="GPU layers for this model.")
+    n_gpu_layers: int | Literal["all", "auto"] | None = Field(None, description="GPU layers for this model.")
     n_batch: int | None = Field(None, ge=1, le=65536, description="Batch size for this model.")
-    n_parallel: int | None = Field(None, ge=1, le=256, description="Parallel sequences for this model.")
+    n_parallel: int | Literal["auto"] | None = Field(None, description="Parallel sequences for this model.")
+    keep_alive: float | int | str | None = Field(None, description="Keep-alive for this model.")

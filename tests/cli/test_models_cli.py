@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -96,6 +97,18 @@ def test_info_on_the_real_model(models_dir):
     assert data["has_chat_template"] is True
     assert data["catalog_name"] == DEFAULT_MODEL
     assert data["sha256"] == CATALOG[DEFAULT_MODEL].sha256
+
+
+def test_info_on_gemma_names_its_licence_terms_and_chat_format(models_dir, gemma_model_file):
+    os.link(gemma_model_file, models_dir / gemma_model_file.name)
+    result = run("models", "info", "gemma3-270m")
+    assert result.exit_code == 0, result.output
+    assert "gemma3" in result.output and "Q4_K_M" in result.output and "32768 tokens" in result.output
+    assert "Gemma Terms of Use" in result.output and "ai.google.dev/gemma/terms" in result.output
+    assert "family's turn format" in result.output
+    data = json.loads(run("models", "info", "gemma3-270m", "--json").stdout)
+    assert data["shape"]["n_vocab"] == 262144 and data["shape"]["sliding_window"] == 512
+    assert data["license"] == "Gemma Terms of Use" and "chat_template" not in data
 
 
 def test_info_of_a_missing_model(localllm_home):

@@ -14,7 +14,7 @@ import pytest
 
 from localllm.config import DEFAULT_MODEL
 from localllm.daemon.models import http_download, pull_sources
-from localllm.daemon.models.catalog import CATALOG, CatalogEntry, WheelSource
+from localllm.daemon.models.catalog import CATALOG, CatalogEntry, ChunkedWheelSource, WheelSource
 from localllm.daemon.models.model_files import ModelFiles
 from localllm.daemon.models.puller import pull
 from localllm.errors import ChecksumMismatch, ModelPullError, UnsafeModelName
@@ -364,6 +364,33 @@ def test_package_pip_cannot_find(wheel_index, models, tiny, monkeypatch):
     assert files_in(models) == []
 
 
+@pytest.mark.slow
+def test_chunked_wheels_are_joined_in_order_and_checked_whole(tmp_path, models, tiny, monkeypatch):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    cut = [tiny[:100], tiny[100:1000], tiny[1000:]]
+    for index, piece in enumerate(cut):
+        build_wheel(folder, f"localllm-tiny-part{index}", "1.0", {f"localllm_tiny_part{index}/tiny.part": piece})
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(folder))
+    parts = ChunkedWheelSource(tuple(WheelSource(f"localllm-tiny-part{i}", "1.0", f"localllm_tiny_part{i}/tiny.part")
+                                     for i in range(3)))
+    entry = CatalogEntry(**{**tiny_entry(sha256(tiny)).__dict__, "source": parts, "size_bytes": len(tiny)})
+    monkeypatch.setitem(CATALOG, "tiny-test", entry)
+    seen: list[tuple[int, int | None]] = []
+    result = pull("tiny-test", models, progress=lambda done, total: seen.append((done, total)))
+    assert result.path.read_bytes() == tiny and files_in(models) == ["Tiny.Q8_0.gguf"]
+    assert seen[-1] == (len(tiny), len(tiny)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    # The same parts in the wrong order: the joined file fails its checksum and nothing is left.
+    result.path.unlink()
+    swapped = ChunkedWheelSource((parts.parts[1], parts.parts[0], parts.parts[2]))
+    monkeypatch.setitem(CATALOG, "tiny-test", CatalogEntry(**{**entry.__dict__, "source": swapped}))
+    with pytest.raises(ChecksumMismatch):
+        pull("tiny-test", models)
+    assert files_in(models) == []
+
+
 # --- the real default model ---------------------------------------------------------------------
 
 
@@ -377,3 +404,10 @@ def test_default_model_from_the_catalog(default_model_file):
 
     assert again.already_present is True
     assert again.sha256 == entry.sha256
+
+
+def test_second_catalog_model_is_assembled_from_its_chunks(gemma_model_file):
+    entry = CATALOG["gemma3-270m"]
+    assert isinstance(entry.source, ChunkedWheelSource) and len(entry.source.parts) == 4
+    assert gemma_model_file.name == entry.filename and gemma_model_file.stat().st_size == entry.size_bytes
+    assert pull("gemma3-270m", MODEL_CACHE).sha256 == entry.sha256  # verified whole, no download
