@@ -366,6 +366,7 @@ class ChatCompletionRequest(_Generation):
             model=self.model, messages=self.template_messages(), deterministic=self.deterministic,
             cacheable=not self.logprobs,  # a cached answer has no log-probabilities to give
             needs=self.needs(), extra_prompt_tokens=len(described) // 2 if self.tools or self.response_format else 0,
+            extra_text=described if fields["tools"] or fields.get("response_format") else "",
             stream=self.stream, max_tokens=self.max_tokens,
             escalation=self.localllm.escalation if self.localllm else None,
             cascade_opt_in=bool(self.localllm and self.localllm.cascade),

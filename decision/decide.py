@@ -47,6 +47,8 @@ from localllm.vocabulary import Escalation, RequestContext, stricter
 
 # The fallback reason when the upstream meant to answer cannot carry what the request needs.
 UPSTREAM_UNSUPPORTED = "upstream_unsupported"
+# ... and when what it would be sent holds a value to redact where redacting is impossible.
+REDACTION_INCOMPLETE = "redaction_incomplete"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,14 @@ class RequestFacts:
     # is not sent it, and the local model answers (fallback reason "upstream_unsupported").
     needs: frozenset[Capability] = frozenset()
     extra_prompt_tokens: int = 0  # what an upstream is sent besides the messages: tool definitions, a schema
+    # That text itself (tool descriptions, enums, defaults, the JSON schema): scanned like a message, after
+    # the last one. Findings in it cannot be redacted, only allowed: otherwise nothing is sent.
+    extra_text: str = ""
+
+    @property
+    def scanned_messages(self) -> list[dict]:
+        """What the guard reads: the messages, and the tool definitions and schema as one more."""
+        return [*self.messages, {"role": "system", "content": self.extra_text}] if self.extra_text else self.messages
 
 
 class Decider:
@@ -89,7 +99,8 @@ class Decider:
 
     async def decide(self, facts: RequestFacts, ctx: RequestContext, *, dry_run: bool = False) -> Decision:
         # With upstreams, the scan starts now, beside the cache lookup; without, only if something awaits it.
-        findings = PendingFindings(lambda: self.scan(facts.messages), eager=self.upstreams is not None or dry_run)
+        findings = PendingFindings(lambda: self.scan(facts.scanned_messages),
+                                   eager=self.upstreams is not None or dry_run)
         escalation = stricter(ctx.escalation, facts.escalation)
         named = upstream_named(self.upstreams, facts.model)
         if named is not None:  # the client named an upstream: still subject to the policy
@@ -181,6 +192,11 @@ class Decider:
         if verdict.action == "block":
             reasons.append(blocked_reason(verdict, upstream))
             return await self._instead(fallback, verdict.reason, facts, ctx, findings, common, reasons, dry_run)
+        if any(f.message_index >= len(facts.messages) for f in verdict.to_redact):
+            reasons.append(f"local: the tool definitions or response schema hold values {upstream.name} may not "
+                           "see, and they cannot be redacted")
+            return await self._instead(fallback, REDACTION_INCOMPLETE, facts, ctx, findings, common, reasons,
+                                       dry_run)
         redacting = f"{len(verdict.to_redact)} sensitive value(s) would be redacted before {upstream.name}"
         if verdict.action == "redact" and redacting not in reasons:  # the planner may have said so already
             reasons.append(redacting)

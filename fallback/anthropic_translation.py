@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 from localllm.errors import InvalidRequest
 from localllm.fallback.errors import UpstreamBadResponse, UpstreamError, UpstreamRateLimited, UpstreamServerError, scrub
-from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest, as_count, as_object, as_text
+from localllm.fallback.providers import (
+    PROGRESS,
+    Progress,
+    Provider,
+    StreamEvent,
+    UpstreamRequest,
+    as_count,
+    as_object,
+    as_text,
+)
 from localllm.fallback.sse_reader import SSEEvent
 from localllm.vocabulary import Finished, TextDelta, ToolCall
 
@@ -152,9 +161,8 @@ class AnthropicProvider(Provider):
         try:
             async for event in events:
                 if isinstance(event, _AnswerJSON):
-                    if json_answer and not wrapped:
-                        yield TextDelta(event.text)
-                elif not json_answer:
+                    yield TextDelta(event.text) if json_answer and not wrapped else PROGRESS
+                elif not json_answer or isinstance(event, Progress):
                     yield event
                 elif isinstance(event, ToolCall):
                     if wrapped and event.name == ANSWER_TOOL:
@@ -162,6 +170,8 @@ class AnthropicProvider(Provider):
                 elif isinstance(event, Finished):
                     reason = "stop" if event.finish_reason == "tool_calls" else event.finish_reason
                     yield Finished(reason, event.prompt_tokens, event.completion_tokens)
+                else:
+                    yield PROGRESS  # text beside the forced call is not part of a JSON answer
         finally:
             await events.aclose()
 
@@ -193,8 +203,7 @@ class AnthropicProvider(Provider):
                     if call is None:
                         raise self.bad("tool input for a block that is not a tool_use")
                     call["arguments"] += partial
-                    if call["name"] == ANSWER_TOOL:
-                        yield _AnswerJSON(partial)
+                    yield _AnswerJSON(partial) if call["name"] == ANSWER_TOOL else PROGRESS
             elif kind == "content_block_stop":
                 call = calls.pop(payload.get("index"), None)
                 if call is not None:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from localllm.fallback.errors import UpstreamBadResponse, UpstreamError, scrub
-from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest, as_count, as_object, as_text
+from localllm.fallback.providers import (
+    PROGRESS,
+    Provider,
+    StreamEvent,
+    UpstreamRequest,
+    as_count,
+    as_object,
+    as_text,
+)
 from localllm.fallback.sse_reader import SSEEvent
 from localllm.vocabulary import Finished, TextDelta, TokenLogprob, ToolCall
 
@@ -62,8 +70,11 @@ class OpenAIChatProvider(Provider):
                 text = as_text(delta.get("content"))
                 if text:
                     yield TextDelta(text, _logprobs(as_object(choice.get("logprobs"))))
-                for call in calls.add(delta.get("tool_calls")):
+                whole = calls.add(delta.get("tool_calls"))
+                for call in whole:
                     yield call
+                if delta.get("tool_calls") and not whole:
+                    yield PROGRESS  # arguments still arriving
                 if choice.get("finish_reason"):
                     finish_reason = as_text(choice["finish_reason"]) or "stop"
             usage = chunk.get("usage")
@@ -84,12 +95,14 @@ class OpenAIChatProvider(Provider):
 
 class _CallParts:
     """Tool calls as OpenAI streams them: by index, the id and name first, then the arguments in pieces.
-    A call is whole once a later one begins, or the answer ends."""
+    A call is whole once a later one begins, or the answer ends. (Servers that send every call at index 0,
+    or none, are told apart by the new call's id.)"""
 
     def __init__(self, provider: Provider):
         self.provider = provider
-        self._parts: dict[int, dict] = {}
-        self._done = -1  # calls up to this index were passed on
+        self._parts: list[dict] = []  # in the order they began
+        self._index_of: dict[int, int] = {}  # the stream's index -> position in _parts
+        self._passed = 0  # calls passed on so far
 
     def add(self, deltas: object) -> list[ToolCall]:
         if not isinstance(deltas, list):
@@ -97,24 +110,30 @@ class _CallParts:
         for delta in deltas:
             delta = as_object(delta)
             index = delta.get("index", 0)
-            if not isinstance(index, int) or isinstance(index, bool) or index <= self._done:
-                raise self.provider.bad("a tool call with an index out of order")
-            part = self._parts.setdefault(index, {"call_id": None, "name": "", "arguments": ""})
-            part["call_id"] = as_text(delta.get("id")) or part["call_id"]
-            function = as_object(delta.get("function"))
-            part["name"] += as_text(function.get("name")) or ""
-            part["arguments"] += as_text(function.get("arguments")) or ""
-        begun = max(self._parts, default=-1)
-        return self._passed_on(below=begun)
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise self.provider.bad("a tool call with an index that is not a number")
+            call_id, function = as_text(delta.get("id")), as_object(delta.get("function"))
+            position = self._index_of.get(index)
+            current = self._parts[position] if position is not None else None
+            if current is None or (call_id and current["call_id"] and call_id != current["call_id"]):
+                if position is not None and position < self._passed:
+                    raise self.provider.bad("a tool call that continues one already finished")
+                self._index_of[index] = len(self._parts)
+                current = {"call_id": None, "name": "", "arguments": ""}
+                self._parts.append(current)
+            current["call_id"] = current["call_id"] or call_id
+            current["name"] = current["name"] or as_text(function.get("name")) or ""
+            current["arguments"] += as_text(function.get("arguments")) or ""
+        return self._pass_on(keep_last=True)
 
     def rest(self) -> list[ToolCall]:
-        return self._passed_on(below=max(self._parts, default=-1) + 1)
+        return self._pass_on(keep_last=False)
 
-    def _passed_on(self, *, below: int) -> list[ToolCall]:
-        ready = sorted(index for index in self._parts if index < below)
-        calls = [self.provider.tool_call(**self._parts.pop(index)) for index in ready]
-        if ready:
-            self._done = ready[-1]
+    def _pass_on(self, *, keep_last: bool) -> list[ToolCall]:
+        """The calls that are whole: all but the last begun (it may still grow), or all at the end."""
+        end = len(self._parts) - 1 if keep_last else len(self._parts)
+        calls = [self.provider.tool_call(**part) for part in self._parts[self._passed:end]]
+        self._passed = max(self._passed, end)
         return calls
 
 

@@ -38,7 +38,16 @@ from localllm.vocabulary import Finished, TextDelta, ToolCall
 log = logging.getLogger(__name__)
 
 SessionSource = Callable[[], aiohttp.ClientSession]
-StreamEvent = TextDelta | ToolCall | Finished
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The upstream sent something that is not an event yet (a tool call's arguments, arriving piece by
+    piece): it is alive. The reliability layer takes it as such and never passes it on."""
+
+
+PROGRESS = Progress()
+StreamEvent = TextDelta | ToolCall | Finished | Progress
 
 
 # What a request may need of an upstream beyond plain chat (RequestFacts.needs names them).

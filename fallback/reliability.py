@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from localllm.fallback.circuit_breaker import CircuitBreaker
 from localllm.fallback.errors import UpstreamBadResponse, UpstreamBusy, UpstreamError, UpstreamStalled, UpstreamTimeout
-from localllm.fallback.providers import Provider, StreamEvent, UpstreamRequest
+from localllm.fallback.providers import Progress, Provider, StreamEvent, UpstreamRequest
 from localllm.vocabulary import Finished
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,9 @@ class ReliableUpstream:
         try:
             events, event, deadline = await self._first_event(request, api_key, retries=0 if is_probe else None)
             while True:
+                if isinstance(event, Progress):  # alive, nothing to pass on yet: the stall timer starts again
+                    event = await self._next_event(events, deadline)
+                    continue
                 if isinstance(event, Finished):
                     # Told before the caller sees the end, which it may never ask for.
                     self.breaker.record_success()

@@ -50,12 +50,18 @@ def models_dir(localllm_home, default_model_file) -> Path:
     """The test home's models dir, holding the default model (hard-linked, no copy)."""
     target = localllm_home / "data" / "models"
     target.mkdir(parents=True, exist_ok=True)
-    destination = target / default_model_file.name
-    try:
-        os.link(default_model_file, destination)
-    except OSError:
-        shutil.copy2(default_model_file, destination)
+    link_into(target, default_model_file)
     return target
+
+
+def link_into(folder: Path, model_file: Path) -> Path:
+    """``model_file`` in ``folder`` under its own name: hard-linked, or copied where links cannot be."""
+    destination = folder / model_file.name
+    try:
+        os.link(model_file, destination)
+    except OSError:
+        shutil.copy2(model_file, destination)
+    return destination
 
 
 TEST_N_CTX = 1024

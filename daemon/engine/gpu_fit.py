@@ -36,16 +36,24 @@ def gpu_devices() -> list[GPUDevice]:
 
 
 def ggml_devices() -> list[tuple[str, int, int, int]]:
-    """Every device ggml registered: (name, type, free bytes, total bytes); the CPU is one of them."""
+    """Every device ggml registered: (name, type, free bytes, total bytes); the CPU is one of them.
+    [] when ggml cannot be asked (another platform's library names, an older ggml without the calls)."""
+    try:
+        return _ask_ggml()
+    except (OSError, AttributeError) as exc:
+        log.info("cannot ask ggml for its devices (%s); assuming no GPU", exc)
+        return []
+
+
+def _ask_ggml() -> list[tuple[str, int, int, int]]:
     try:
         import llama_cpp
 
         lib_dir = Path(llama_cpp.__file__).parent / "lib"
         ggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
         base = ctypes.CDLL(str(lib_dir / "libggml-base.so"))
-    except OSError as exc:  # another platform's library names, or no shared libraries
-        log.info("cannot ask ggml for its devices (%s); assuming no GPU", exc)
-        return []
+    except ImportError as exc:
+        raise OSError(str(exc)) from None
     ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
     ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
     ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]

@@ -39,6 +39,7 @@ from localllm.errors import InvalidGGUF, LocalLLMError, ModelNotFound, ServiceUn
 log = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 1.0
+MEMORY_WAIT_S = 60.0  # how long a load waits for busy models to make room before a 503
 
 
 class ModelTooLarge(ServiceUnavailable):
@@ -75,15 +76,26 @@ class Lease:
     def __init__(self, registry: ModelRegistry, entry: _Entry, keep_alive_s: float | None):
         self._registry, self._entry, self._keep_alive_s = registry, entry, keep_alive_s
         self._released = False
+        self._loop = asyncio.get_running_loop()
 
     @property
     def scheduler(self) -> BatchScheduler:
         return self._entry.scheduler
 
     def release(self) -> None:
-        if not self._released:
-            self._released = True
+        """Give the hold back (once; later calls do nothing). From another thread (a garbage-collected
+        answer), the release happens on the serving loop."""
+        if self._released:
+            return
+        self._released = True
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
             self._registry._release(self._entry, self._keep_alive_s)
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._registry._release, self._entry, self._keep_alive_s)
 
 
 class ModelRegistry:
@@ -133,7 +145,7 @@ class ModelRegistry:
         name = self._aliases.get(key)
         if name is not None:
             entry = self._entries[name]
-            if entry.scheduler.state == "stopped" and not entry.path.is_file():
+            if entry.scheduler.state in ("stopped", "unloading") and not entry.path.is_file():
                 self._forget(entry)  # deleted while it was unloaded
             else:
                 return entry
@@ -212,18 +224,20 @@ class ModelRegistry:
 
     async def acquire(self, scheduler: BatchScheduler, keep_alive_s: float | None = None) -> Lease:
         """Hold ``scheduler``'s model loaded for one request, loading it first if need be (the request
-        waits). ``keep_alive_s``: the request's own keep-alive, from its end (None: the model's)."""
+        waits). ``keep_alive_s``: the request's own keep-alive, for the idle time after it (None: the model's).
+
+        The hold is taken before anything is awaited, and every unload checks for holds in the same step
+        as it begins: a model is never unloaded under a request that holds it."""
         entry = self._entries[scheduler.model_name]
         scheduler.in_flight += 1
         scheduler.expires_at = None
         lease = Lease(self, entry, keep_alive_s)
         try:
-            if scheduler.state != "ready":
+            while scheduler.state != "ready":
                 await self._load(entry)
         except BaseException:
             lease.release()
             raise
-        self._start_reaper()
         return lease
 
     def _release(self, entry: _Entry, keep_alive_s: float | None) -> None:
@@ -231,43 +245,54 @@ class ModelRegistry:
         scheduler.in_flight -= 1
         scheduler.last_used = time.monotonic()
         if keep_alive_s is not None:
-            scheduler.keep_alive_s = keep_alive_s  # Ollama: a request's keep_alive sets the model's from now on
+            scheduler.next_keep_alive_s = keep_alive_s  # as in Ollama: for the idle time after this request
         if scheduler.in_flight == 0:
-            keep = scheduler.keep_alive_s
+            keep = scheduler.next_keep_alive_s if scheduler.next_keep_alive_s is not None else scheduler.keep_alive_s
+            scheduler.next_keep_alive_s = None
             scheduler.expires_at = None if math.isinf(keep) else scheduler.last_used + keep
-            if self._released is not None:
-                self._released.set()
+            self._signal_room()
             if scheduler.expires_at is not None:
                 self._start_reaper()
 
+    def _signal_room(self) -> None:
+        if self._released is not None:
+            self._released.set()
+
     async def _load(self, entry: _Entry) -> None:
+        """Load ``entry``'s model, or wait for the load or unload under way; returns when either ended."""
         scheduler = entry.scheduler
+        if scheduler.state == "unloading":
+            await scheduler.stop()  # the one under way: then it is loaded afresh
+            return
         if scheduler.state in ("loading", "ready"):
             await scheduler.wait_ready()  # another request started this load
             return
         if self._load_lock is None:
             self._load_lock, self._released = asyncio.Lock(), asyncio.Event()
         async with self._load_lock:
-            if scheduler.state in ("loading", "ready"):
-                pass  # loaded while this request waited for the lock
-            else:
-                await self._make_room(entry)
-                if scheduler.state == "failed":
-                    await scheduler.stop()  # a failed load is tried again (the file may be fixed)
-                self._check_file(entry)
-                started = time.perf_counter()
-                log.info("loading model %s (%s; %.0f of %.0f MiB in use)", entry.name, _need(entry),
-                         self.resident_bytes / MiB, self.budget_bytes / MiB)
-                scheduler.start()
-                try:
-                    await scheduler.wait_ready()
-                finally:
-                    scheduler.load_seconds = round(time.perf_counter() - started, 3)
-                log.info("model %s loaded in %.2f s", entry.name, scheduler.load_seconds)
-        await scheduler.wait_ready()
+            if scheduler.state != "stopped" and scheduler.state != "failed":
+                return  # loaded, or being unloaded, while this request waited for the lock: look again
+            if scheduler.state == "failed":
+                await scheduler.stop()  # a failed load is tried again (the file may be fixed)
+            self._check_file(entry)
+            await self._make_room(entry)
+            started = time.perf_counter()
+            log.info("loading model %s (%s; %.0f of %.0f MiB in use)", entry.name, _need(entry),
+                     self.resident_bytes / MiB, self.budget_bytes / MiB)
+            scheduler.start()
+            try:
+                await scheduler.wait_ready()
+            finally:
+                scheduler.load_seconds = round(time.perf_counter() - started, 3)
+                self._signal_room()
+            log.info("model %s loaded in %.2f s", entry.name, scheduler.load_seconds)
 
     def _check_file(self, entry: _Entry) -> None:
         """The file is still there and still a GGUF: else a clear error for this model only."""
+        if not entry.path.is_file():
+            self._forget(entry)
+            raise ModelNotFound(f"Model {entry.name!r} is no longer installed ({entry.path} is gone): run "
+                                f"`localllm pull {entry.name}`, or pick one from GET /v1/models.", param="model")
         try:
             info = read_gguf_info(entry.path)
         except InvalidGGUF as exc:
@@ -283,6 +308,7 @@ class ModelRegistry:
                 f"Model {entry.name!r} needs about {_need(entry)}, more than the whole memory budget of "
                 f"{self.budget_bytes / MiB:.0f} MiB. Raise engine.memory_budget_mb, or lower n_ctx or "
                 f"n_parallel for it ([models.\"{entry.name}\"]).", retry_after_s=60)
+        deadline = time.monotonic() + MEMORY_WAIT_S
         while self.resident_bytes + need > self.budget_bytes:
             idle = [e for e in self._entries.values() if e is not entry and e.scheduler.state in ("ready", "failed")
                     and e.scheduler.in_flight == 0]
@@ -290,26 +316,39 @@ class ModelRegistry:
                 victim = min(idle, key=lambda e: e.scheduler.last_used)
                 await self._unload(victim, f"making room for {entry.name} ({need / MiB:.0f} MiB)")
                 continue
-            # Everything resident is busy: wait for a request to end, then look again.
-            log.info("model %s waits for memory: every loaded model has requests in flight", entry.name)
+            # Everything resident is busy or loading: wait for a request to end or a load to finish.
+            if time.monotonic() > deadline:
+                raise ModelBusy(f"Model {entry.name!r} needs {need / MiB:.0f} MiB and the loaded models, all busy, "
+                                f"hold {self.resident_bytes / MiB:.0f} of the {self.budget_bytes / MiB:.0f} MiB "
+                                "budget; retry shortly, or raise engine.memory_budget_mb.", retry_after_s=5)
+            log.info("model %s waits for memory: every loaded model is busy", entry.name)
             self._released.clear()
-            await self._released.wait()
+            try:
+                await asyncio.wait_for(self._released.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
 
-    async def unload(self, scheduler: BatchScheduler, reason: str) -> None:
-        """Unload a model now; refused while it has requests in flight."""
+    async def unload(self, scheduler: BatchScheduler, reason: str) -> bool:
+        """Unload a model now; refused while it has requests in flight. False if it was not loaded."""
         entry = self._entries[scheduler.model_name]
         if scheduler.in_flight:
             raise ModelBusy(f"Model {entry.name!r} is answering {scheduler.in_flight} request(s); try again when "
                             "they are done.", retry_after_s=2)
-        if scheduler.state in ("loading", "ready", "failed"):
-            await self._unload(entry, reason)
+        return await self._unload(entry, reason)
 
-    async def _unload(self, entry: _Entry, reason: str) -> None:
+    async def _unload(self, entry: _Entry, reason: str) -> bool:
+        """Unload ``entry``'s model if it is loaded and nobody holds it (checked in the step that begins
+        the unload, so a request acquiring it meanwhile keeps it); True if it was unloaded."""
+        scheduler = entry.scheduler
+        if scheduler.in_flight or scheduler.state not in ("loading", "ready", "failed"):
+            return False
         started = time.perf_counter()
-        await entry.scheduler.stop()
-        entry.scheduler.expires_at = None
+        scheduler.expires_at = None
+        await scheduler.stop()  # "unloading" from here on: a new request waits for the end, then reloads
         log.info("unloaded model %s (%s) in %.2f s, %.0f MiB freed", entry.name, reason,
                  time.perf_counter() - started, entry.need / MiB)
+        self._signal_room()
+        return True
 
     def _start_reaper(self) -> None:
         try:
@@ -327,9 +366,10 @@ class ModelRegistry:
                    and e.scheduler.expires_at <= now and e.scheduler.in_flight == 0
                    and e.scheduler.state in ("ready", "failed")]
             for entry in due:
-                keep = entry.scheduler.keep_alive_s
-                await self._unload(entry, "keep_alive 0: unloaded after its request" if keep == 0
-                                   else f"idle for its keep_alive of {keep:g} s")
+                expires = entry.scheduler.expires_at
+                if expires is None or expires > time.monotonic():
+                    continue  # used again while another model was being unloaded
+                await self._unload(entry, "its keep_alive ran out while idle")
             pending = [e.scheduler.expires_at for e in self._entries.values()
                        if e.scheduler.expires_at is not None and e.scheduler.state in ("ready", "failed")]
             if not pending:

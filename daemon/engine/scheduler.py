@@ -39,7 +39,7 @@ class BatchScheduler:
     def __init__(self, engine: LlamaEngine, queue_size: int):
         self.engine = engine
         self.queue_size = queue_size
-        self.state = "stopped"  # loading | ready | failed | stopped
+        self.state = "stopped"  # loading | ready | failed | unloading | stopped
         self.load_error: LocalLLMError | None = None
         # Requests accepted and not yet ended: at most n_parallel generating plus queue_size waiting. Counted
         # at admission, not by the queue's length, so a burst that arrives while the engine thread is busy
@@ -54,6 +54,7 @@ class BatchScheduler:
         self._waiters_lock = threading.Lock()
         self._decoder: BatchDecoder | None = None
         self._stopping = threading.Event()
+        self._stop_task: asyncio.Future | None = None
         self._relay = EventRelay()  # the engine thread's events reach their streams once per step
         # Kept by the model registry: requests holding the model loaded, when it was last used and loaded,
         # and how long it stays loaded once idle (infinity: until memory is needed).
@@ -63,6 +64,7 @@ class BatchScheduler:
         self.loaded_at: float | None = None
         self.load_seconds: float | None = None
         self.keep_alive_s = math.inf
+        self.next_keep_alive_s: float | None = None  # a request's own, for the idle time after it
         self.expires_at: float | None = None  # time.monotonic() when an idle model is unloaded; None: never
 
     @property
@@ -209,8 +211,7 @@ class BatchScheduler:
             self._relay.flush()
             if self._decoder is not None:
                 self._decoder.close()
-            self.engine.close()
-            self.state = "stopped"
+            self.engine.close()  # the state becomes "stopped" once stop() has joined this thread
 
     def _load_failed(self, exc: LocalLLMError) -> None:
         self.load_error = exc
@@ -259,9 +260,22 @@ class BatchScheduler:
             self._relay.flush()
 
     async def stop(self) -> None:
-        """Finish the current decode step, end running and queued requests, free the model."""
-        if self._thread is None:
-            return
+        """Finish the current decode step, end running and queued requests, free the model. The state is
+        "unloading" from the moment this is called until the worker has exited ("stopped"); a second call
+        meanwhile waits for the same stop."""
+        if self._stop_task is None:
+            if self._thread is None:
+                return
+            self.state = "unloading"
+            self._stop_task = asyncio.ensure_future(self._stop_worker())
+        task = self._stop_task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._stop_task is task:
+                self._stop_task = None
+
+    async def _stop_worker(self) -> None:
         while True:
             try:
                 job, emit = self._jobs.get_nowait()
@@ -271,19 +285,21 @@ class BatchScheduler:
             emit(END_OF_STREAM)
         self._relay.flush()
         self._stopping.set()
-        thread = self._thread
-        self._thread = None
-        await asyncio.get_running_loop().run_in_executor(None, self._shutdown, thread)
+        thread, jobs = self._thread, self._jobs
+        await asyncio.get_running_loop().run_in_executor(None, self._shutdown, thread, jobs)
+        self._thread = None  # only now may start() begin another worker
+        self._ready.clear()
+        self.state = "stopped"
 
-    def _shutdown(self, thread: threading.Thread) -> None:
+    def _shutdown(self, thread: threading.Thread, jobs: queue.Queue) -> None:
         try:
-            self._jobs.put_nowait(_STOP)  # wakes an idle worker; a busy one sees _stopping
+            jobs.put_nowait(_STOP)  # wakes an idle worker; a busy one sees _stopping
         except queue.Full:
             pass
         thread.join()
         while True:  # requests that slipped in while stopping
             try:
-                item = self._jobs.get_nowait()
+                item = jobs.get_nowait()
             except queue.Empty:
                 self._relay.flush()
                 return

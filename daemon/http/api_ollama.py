@@ -84,13 +84,20 @@ async def generate(request: web.Request) -> web.StreamResponse:
     runtime = runtime_of(request)
     ctx = _context(request, body.keep_alive)
     if not body.prompt and not body.system:
-        # Ollama's way to load a model (or, with keep_alive 0, to unload it): nothing to generate.
-        scheduler = runtime.registry.get(model_name(body.model))
-        lease = await runtime.registry.acquire(scheduler, ctx.keep_alive_s)
-        lease.release()
+        # Ollama's way to load a model, or with keep_alive 0 to unload it: nothing to generate.
+        registry = runtime.registry
+        scheduler = registry.get(model_name(body.model))
+        if ctx.keep_alive_s == 0:
+            if scheduler.in_flight:
+                scheduler.next_keep_alive_s = 0  # unloaded when the requests it is answering are done
+            else:
+                await registry.unload(scheduler, "asked to unload (keep_alive 0)")
+            reason = "unload"
+        else:
+            (await registry.acquire(scheduler, ctx.keep_alive_s)).release()
+            reason = "load"
         return web.json_response({"model": shapes.ollama_name(model_name(body.model)), "created_at": shapes.now_iso(),
-                                  "response": "", "done": True,
-                                  "done_reason": "unload" if ctx.keep_alive_s == 0 else "load"})
+                                  "response": "", "done": True, "done_reason": reason})
     converted = generate_request(body, *_limits(request, body.model))
     timing = shapes.Timing()
     if isinstance(converted, ChatCompletionRequest):
@@ -154,10 +161,10 @@ async def _answer(request: web.Request, gen, timing: shapes.Timing, *, chat: boo
 @documented(summary="Ollama: embeddings of one or more inputs.", request=OllamaEmbedRequest, errors=ERRORS)
 async def embed(request: web.Request) -> web.Response:
     body = parse_request(OllamaEmbedRequest, await read_json(request))
-    keep_alive_seconds(body.keep_alive)
+    keep_alive = keep_alive_seconds(body.keep_alive)
     timing = shapes.Timing()
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors, tokens, model = await embed_texts(request, body.model, texts, body.dimensions)
+    vectors, tokens, model = await embed_texts(request, body.model, texts, body.dimensions, keep_alive_s=keep_alive)
     return web.json_response({"model": shapes.ollama_name(model), "embeddings": [v.tolist() for v in vectors],
                               "total_duration": timing.elapsed_ns(), "load_duration": 0, "prompt_eval_count": tokens})
 
@@ -165,8 +172,8 @@ async def embed(request: web.Request) -> web.Response:
 @documented(summary="Ollama (older): the embedding of one prompt.", request=OllamaEmbeddingsRequest, errors=ERRORS)
 async def embeddings(request: web.Request) -> web.Response:
     body = parse_request(OllamaEmbeddingsRequest, await read_json(request))
-    keep_alive_seconds(body.keep_alive)
-    vectors, _, _ = await embed_texts(request, body.model, [body.prompt])
+    vectors, _, _ = await embed_texts(request, body.model, [body.prompt],
+                                      keep_alive_s=keep_alive_seconds(body.keep_alive))
     return web.json_response({"embedding": vectors[0].tolist()})
 
 

@@ -29,8 +29,8 @@ class EmbeddingsRequest(_Body):
     dimensions: int | None = Field(None, ge=1)
 
 
-async def embed_texts(request: web.Request, model: str, texts: list[str], dimensions: int | None = None
-                      ) -> tuple[list, int, str]:
+async def embed_texts(request: web.Request, model: str, texts: list[str], dimensions: int | None = None, *,
+                      keep_alive_s: float | None = None) -> tuple[list, int, str]:
     """(the vectors, the tokens read, the model's name) for ``texts``: with the served sentence embedder
     when ``model`` names it (with or without an Ollama tag), else with the chat model it names (its own
     hidden states, mean-pooled; Ollama clients do that). The OpenAI and Ollama endpoints both embed here."""
@@ -40,7 +40,9 @@ async def embed_texts(request: web.Request, model: str, texts: list[str], dimens
     embedder = runtime.services.embedder
     loop = asyncio.get_running_loop()
     if model.lower().removesuffix(":latest") not in {MODEL_ID.lower(), *([embedder.name.lower()] if embedder else [])}:
-        return (*await _embed_with_chat_model(runtime, model, texts, dimensions, loop), model)
+        keep_alive_s = keep_alive_s if keep_alive_s is not None else context_from_headers(
+            request.headers, request.get(TOKEN_NAMESPACE)).keep_alive_s
+        return (*await _embed_with_chat_model(runtime, model, texts, dimensions, keep_alive_s, loop), model)
     if embedder is None:
         raise ModelNotFound(f"No sentence embedder is served here: {MODEL_ID} comes with the semantic cache or the "
                             "router (cache.enabled = true or router.enabled = true). A chat model's name works "
@@ -52,13 +54,14 @@ async def embed_texts(request: web.Request, model: str, texts: list[str], dimens
     return vectors, tokens, MODEL_ID
 
 
-async def _embed_with_chat_model(runtime, model: str, texts: list[str], dimensions: int | None, loop):
+async def _embed_with_chat_model(runtime, model: str, texts: list[str], dimensions: int | None,
+                                 keep_alive_s: float | None, loop):
     try:
         scheduler = runtime.registry.get(model)
     except ModelNotFound as exc:
         raise ModelNotFound(f"{exc.message} Embeddings come from '{MODEL_ID}' or from any installed model.",
                             param="model") from None
-    lease = await runtime.registry.acquire(scheduler)
+    lease = await runtime.registry.acquire(scheduler, keep_alive_s)
     try:
         _check_dimensions(dimensions, scheduler.engine.model.n_embd(), scheduler.model_name)
         return await loop.run_in_executor(None, scheduler.engine.embedder.embed, texts)

@@ -36,15 +36,19 @@ CALLS_FINISH_REASON = "tool_calls"
 def stored_form(answer: AnswerText) -> tuple[str, str]:
     """(text, finish reason) to cache for a finished answer; its tool calls, if any, go into the text."""
     if not answer.calls:
-        return answer.text, answer.finished.finish_reason
+        reason = answer.finished.finish_reason
+        return answer.text, "stop" if reason == CALLS_FINISH_REASON else reason  # "tool_calls" with no calls
     calls = [{"name": call.name, "arguments": call.arguments} for call in answer.calls]
     return json.dumps({"content": answer.text, "tool_calls": calls}, ensure_ascii=False), CALLS_FINISH_REASON
 
 
 def _stored_calls(hit: CachedAnswer) -> tuple[str, list[ToolCall]]:
-    if hit.finish_reason != CALLS_FINISH_REASON:
+    try:
+        stored = json.loads(hit.text) if hit.finish_reason == CALLS_FINISH_REASON else None
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict) or not isinstance(stored.get("tool_calls"), list):
         return hit.text, []
-    stored = json.loads(hit.text)
     # Fresh ids, as every answer gets: a client may keep the earlier ones in its history.
     return stored["content"], [ToolCall(new_call_id(), call["name"], call["arguments"])
                                for call in stored["tool_calls"]]

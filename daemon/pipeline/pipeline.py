@@ -79,7 +79,10 @@ class Pipeline:
         decision = await self.decider.decide(facts, ctx, dry_run=dry_run)
         if dry_run and isinstance(decision, AnswerLocally):
             scheduler = decision.model
-            lease = await self.registry.acquire(scheduler, ctx.keep_alive_s)
+            if scheduler.state != "ready":  # explaining loads nothing: the fit is checked when it answers
+                decision.reasons.append(f"local: {scheduler.model_name} is not loaded; it loads for the answer")
+                return decision
+            lease = await self.registry.acquire(scheduler)
             try:
                 prompt_tokens = await scheduler.render_and_tokenize(facts.messages)
                 scheduler.engine.check_fits(len(prompt_tokens), request.max_tokens,

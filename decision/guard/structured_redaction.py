@@ -30,6 +30,9 @@ def redact_structured(vault: RedactionVault, messages: Sequence[dict], rendered:
     finding's value swapped for the vault's placeholder; the same placeholders as ``vault.redact(rendered)``."""
     if len(messages) != len(rendered):
         raise RedactionIncomplete("the scanned conversation does not match the one to send")
+    if any(finding.message_index >= len(messages) for finding in findings):
+        # Found in the tool definitions or the response schema: those go as they are, or not at all.
+        raise RedactionIncomplete("a sensitive value in the tool definitions or the response schema")
     vault.redact(rendered, findings)  # numbers the placeholders in the order the guard saw the values
     by_message: dict[int, list[Finding]] = defaultdict(list)
     for finding in sorted(findings, key=lambda f: (f.message_index, f.start)):

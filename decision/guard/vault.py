@@ -134,7 +134,7 @@ async def restore_placeholders(source: AsyncIterator[AnswerEvent], vault: Redact
             if isinstance(event, TextDelta):
                 text = restorer.feed(event.text)
                 if text:
-                    yield TextDelta(text)
+                    yield TextDelta(text, event.logprobs)
             else:
                 tail = restorer.flush()
                 if tail:

@@ -148,3 +148,15 @@ class ModelOverride(Section):
     n_batch: int | None = Field(None, ge=1, le=65536, description="Batch size for this model.")
     n_parallel: int | Literal["auto"] | None = Field(None, description="Parallel sequences for this model.")
     keep_alive: float | int | str | None = Field(None, description="Keep-alive for this model.")
+
+    @field_validator("n_parallel", mode="before")
+    @classmethod
+    def _parallel(cls, value: Any) -> Any:
+        return None if value is None else EngineSettings._parallel(value)
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> Any:
+        if value is not None:
+            duration_seconds(value, "keep_alive")
+        return value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +10,7 @@ from click.testing import CliRunner
 from localllm.cli.main import cli
 from localllm.config import DEFAULT_MODEL
 from localllm.daemon.models.catalog import CATALOG
+from tests.conftest import link_into
 from tests.daemon.synthetic_gguf import write_tiny_gguf
 
 DEFAULT_FILENAME = CATALOG[DEFAULT_MODEL].filename
@@ -100,7 +100,7 @@ def test_info_on_the_real_model(models_dir):
 
 
 def test_info_on_gemma_names_its_licence_terms_and_chat_format(models_dir, gemma_model_file):
-    os.link(gemma_model_file, models_dir / gemma_model_file.name)
+    link_into(models_dir, gemma_model_file)
     result = run("models", "info", "gemma3-270m")
     assert result.exit_code == 0, result.output
     assert "gemma3" in result.output and "Q4_K_M" in result.output and "32768 tokens" in result.output

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import time
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from click.testing import CliRunner
 from localllm.cli.main import cli
 from localllm.config import DEFAULT_MODEL, Settings
 from localllm.daemon.http.server import serve
+from tests.conftest import link_into
 from tests.daemon.test_server import free_port
 
 GEMMA = "gemma3-270m"
@@ -28,11 +28,7 @@ GEMMA = "gemma3-270m"
 @pytest.fixture
 def two_models(models_dir, gemma_model_file):
     """The test home's models dir with both models (hard-linked)."""
-    destination = models_dir / gemma_model_file.name
-    try:
-        os.link(gemma_model_file, destination)
-    except OSError:
-        shutil.copy2(gemma_model_file, destination)
+    link_into(models_dir, gemma_model_file)
     return models_dir
 
 
@@ -123,6 +119,12 @@ async def test_keep_alive_from_the_request_the_header_and_the_config(two_models)
         started = time.monotonic()
         await wait_until(lambda: _absent(session, GEMMA), timeout_s=5)
         assert time.monotonic() - started >= 0.8
+        # A request's keep-alive is for the idle time after it (as in Ollama): the next one without its
+        # own gets the config's 2 s again.
+        assert (await chat(session, GEMMA))[0] == 200
+        await asyncio.sleep(1.0)
+        assert GEMMA in await loaded(session)
+        await wait_until(lambda: _absent(session, GEMMA), timeout_s=5)
         status, body = await chat(session, GEMMA, headers={"X-LocalLLM-Keep-Alive": "soon"})
         assert status == 400 and "X-LocalLLM-Keep-Alive" in body["error"]["message"]
 
@@ -236,3 +238,34 @@ async def test_a_chat_models_name_gives_its_own_embeddings(two_models):
             assert response.status == 400 and "576" in (await response.json())["error"]["message"]
         async with session.post("/v1/embeddings", json={**body, "model": "nothing-here"}) as response:
             assert response.status == 404
+
+
+async def test_a_request_arriving_during_an_unload_waits_and_gets_the_model_back(default_model_file):
+    from localllm.daemon.engine.llama_engine import GenerationJob
+    from localllm.daemon.engine.model_registry import ModelBusy, registry_for
+    from localllm.vocabulary import AnswerText, Sampling
+    from tests.conftest import make_settings
+
+    registry = registry_for(make_settings(engine={"n_parallel": 2}), [DEFAULT_MODEL], [default_model_file])
+    registry.start_all()
+    scheduler = registry.default
+    await scheduler.wait_ready()
+    try:
+        held = await registry.acquire(scheduler)
+        with pytest.raises(ModelBusy):  # never under a request that holds it
+            await registry.unload(scheduler, "test")
+        held.release()
+
+        unloading = asyncio.create_task(registry.unload(scheduler, "test"))
+        await asyncio.sleep(0)
+        assert scheduler.state == "unloading"
+        second_stop = asyncio.create_task(scheduler.stop())  # a second stop waits for the same one
+        lease = await registry.acquire(scheduler)  # waits for the unload, then loads it again
+        assert (scheduler.state, scheduler.loads) == ("ready", 2)
+        assert await unloading is True and await second_stop is None
+        tokens = await scheduler.render_and_tokenize([{"role": "user", "content": "Say hi."}])
+        answer = await AnswerText.read(scheduler.stream(GenerationJob(tokens, 4, Sampling(temperature=0))))
+        assert answer.finished is not None and answer.finished.completion_tokens > 0
+        lease.release()
+    finally:
+        await registry.stop_all()

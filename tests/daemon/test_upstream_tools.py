@@ -180,3 +180,24 @@ async def test_a_local_model_named_with_tools_stays_local(make_client, fake_clou
     raw = await client.chat.completions.with_raw_response.create(model=DEFAULT_MODEL, messages=ASK,
                                                                  tools=[WEATHER], max_tokens=30, temperature=0)
     assert raw.headers["X-LocalLLM-Route"] == "local" and fake_cloud.received == []
+
+
+async def test_sensitive_values_in_tool_definitions_keep_the_request_local(make_client, fake_cloud, upstream_key):
+    """Tool definitions and schemas cannot be redacted: what the policy would redact keeps them here."""
+    app_client = await make_client(settings_with(fake_cloud))
+    client = sdk(app_client)
+    mail = {"type": "function", "function": {"name": "send_mail", "description": f"Mails go to {EMAIL} only.",
+                                             "parameters": {"type": "object"}}}
+    raw = await client.chat.completions.with_raw_response.create(model="cloudy", messages=ASK, tools=[mail],
+                                                                 max_tokens=20)
+    assert (raw.headers["X-LocalLLM-Route"], raw.headers["X-LocalLLM-Fallback-Reason"]) == (
+        "local", "redaction_incomplete")
+    explained = await app_client.post("/v1/route", json={"model": "cloudy", "messages": ASK, "tools": [mail]})
+    plan = await explained.json()
+    assert (plan["target"]["route"], plan["fallback_reason"]) == ("local", "redaction_incomplete")
+    assert fake_cloud.received == []
+    # The same tools with nothing sensitive go.
+    clean = {"type": "function", "function": {**mail["function"], "description": "Sends a mail."}}
+    raw = await client.chat.completions.with_raw_response.create(model="cloudy", messages=ASK, tools=[clean],
+                                                                 max_tokens=20)
+    assert raw.headers["X-LocalLLM-Route"] == "cloud"

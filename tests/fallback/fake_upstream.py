@@ -236,6 +236,7 @@ class FakeUpstream:
             await response.write(chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
                                                         "function": {"name": name, "arguments": ""}}]}, None))
             for start in range(0, len(arguments), 7):
+                await self._pause(self.chunk_delay_s)
                 await response.write(chunk({"tool_calls": [{"index": index, "function": {
                     "arguments": arguments[start:start + 7]}}]}, None))
         await response.write(chunk({}, finish))
@@ -304,6 +305,7 @@ class FakeUpstream:
                 "type": "tool_use", "id": call_id, "name": name, "input": {}}})
             text = json.dumps(arguments)
             for start in range(0, len(text), 7):
+                await self._pause(self.chunk_delay_s)
                 await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
                     "type": "input_json_delta", "partial_json": text[start:start + 7]}})
             await send("content_block_stop", {"type": "content_block_stop", "index": index})

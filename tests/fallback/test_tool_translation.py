@@ -179,3 +179,29 @@ async def test_fake_refuses_what_anthropic_refuses(fake_upstream, make_registry)
 def test_tool_call_event_survives_the_answer_text():
     text = AnswerText.of([TextDelta("a"), ToolCall("c1", "f", "{}"), Finished("tool_calls", 1, 2)])
     assert (text.text, text.calls, text.started) == ("a", [ToolCall("c1", "f", "{}")], True)
+
+
+@pytest.mark.parametrize("kind", ["openai-compatible", "anthropic"])
+async def test_a_long_call_whose_arguments_keep_coming_is_not_a_stall(fake_upstream, make_registry, kind):
+    """Arguments arriving piece by piece for longer than the stall limit: the upstream is alive."""
+    fake_upstream.calls, fake_upstream.text = [("get_weather", {"city": "Paris " * 20})], ""
+    fake_upstream.chunk_delay_s = 0.1  # ~20 pieces: 2 s in all, the stall limit is 0.5 s
+    settings = upstream_settings(fake_upstream, kind=kind, first_byte_timeout_s=0.5, max_retries=0)
+    upstream = make_registry(settings).get(f"fake-{kind}")
+    result = await answer(upstream, UpstreamRequest(messages=HISTORY[:2], tools=[WEATHER]))
+    assert json.loads(result.calls[0].arguments) == {"city": "Paris " * 20}
+    assert len(fake_upstream.received) == 1  # one attempt: nothing timed out
+
+
+async def test_calls_that_share_an_index_are_told_apart_by_their_ids(fake_upstream, make_registry):
+    """Some OpenAI-compatible servers send every call at index 0: a new id starts a new call."""
+    from localllm.fallback.openai_translation import _CallParts
+
+    upstream = make_registry(upstream_settings(fake_upstream)).get("fake-openai-compatible")
+    parts = _CallParts(upstream.provider)
+    first = parts.add([{"index": 0, "id": "a", "function": {"name": "get_time", "arguments": "{}"}}])
+    second = parts.add([{"index": 0, "id": "b", "function": {"name": "get_weather", "arguments": '{"city"'}},
+                        {"index": 0, "function": {"name": "get_weather", "arguments": ': "Rome"}'}}])
+    rest = parts.rest()
+    assert first == [] and [c.name for c in second] == ["get_time"]
+    assert [(c.id, c.name, json.loads(c.arguments)) for c in rest] == [("b", "get_weather", {"city": "Rome"})]
