@@ -118,8 +118,28 @@ def _presidio_recognizers() -> list[Any]:
             tld = domain.rpartition(".")[2]
             return len(tld) >= 2 and tld.isalpha()
 
-    return [CreditCardRecognizer(), IbanRecognizer(), UsSsnRecognizer(), UsItinRecognizer(), UsPassportRecognizer(),
-            UsLicenseRecognizer(), NhsRecognizer(), IpRecognizer(), MacAddressRecognizer(), OfflineEmailRecognizer()]
+    return [_credit_cards(CreditCardRecognizer), IbanRecognizer(), UsSsnRecognizer(), UsItinRecognizer(),
+            UsPassportRecognizer(), UsLicenseRecognizer(), NhsRecognizer(), IpRecognizer(), MacAddressRecognizer(),
+            OfflineEmailRecognizer()]
+
+
+# Card numbers Presidio's default pattern leaves out (it starts only 1, 3, 4, 5[0-5] and 6, and stops at 17
+# digits): Mastercard's 2-series (2221-2720) and JCB's 15-digit 2131 cards, and 18-19-digit Visa, Maestro,
+# Discover and UnionPay numbers. Found with Presidio's own recognizer, so its Luhn check and its context
+# words apply to these as to the others.
+_MORE_CARD_PATTERNS = (
+    ("Card (2-series, JCB 2131)", r"\b2\d{3}[- ]?\d{3,4}[- ]?\d{3,4}[- ]?\d{3,5}\b"),  # the default's groups
+    ("Card (18-19 digits, grouped)", r"\b[2-6]\d{3}(?:[- ]?\d{4}){3}[- ]?\d{2,3}\b"),
+    ("Card (18-19 digits)", r"\b[2-6]\d{17,18}\b"),
+)
+
+
+def _credit_cards(recognizer_class):
+    from presidio_analyzer import Pattern
+
+    default = recognizer_class()
+    more = [Pattern(name, regex, 0.3) for name, regex in _MORE_CARD_PATTERNS]
+    return recognizer_class(patterns=[*default.patterns, *more])
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,29 @@ def test_quality_floors_on_the_shipped_sample(detector):
     tally = guard_quality.score(sample_records(), detector.scan)
     secrets = guard_quality.score(guard_quality.secret_records(per_shape=2), detector.scan)
     assert guard_quality.below_floors(tally, secrets) == []
+
+
+# Not Maestro: Faker makes them 12 to 19 digits long, and a 12-digit number that passes Luhn is far more often
+# an order or account number than a card (Presidio starts at 13 too).
+@pytest.mark.parametrize("scheme", ["jcb15", "mastercard", "visa19", "visa16", "amex", "discover", "jcb16",
+                                    "diners", "visa13"])
+def test_card_numbers_of_every_scheme_and_length_are_found(detector, scheme):
+    """Faker's schemes (the public PII sets are made with it): 2-series Mastercard, JCB's 2131 cards and
+    19-digit Visa included, contiguous and grouped as printed."""
+    from faker import Faker
+
+    fake = Faker()
+    fake.seed_instance(7)
+    for _ in range(25):
+        number = fake.credit_card_number(card_type=scheme)
+        # As printed on the card: 4-6-5 (Amex), 4-6-4 (Diners), 4-3-3-3 (13 digits), else in fours.
+        cuts = {15: (4, 10), 14: (4, 10), 13: (4, 7, 10)}.get(len(number), tuple(range(4, len(number), 4)))
+        grouped = " ".join(number[a:b] for a, b in zip((0, *cuts), (*cuts, len(number)), strict=True))
+        for written in (number, grouped):
+            text = f"Please charge {written} for the order."
+            assert ("CREDIT_CARD", written) in found(detector, text), (scheme, written)
+
+
+def test_luhn_invalid_long_numbers_are_still_not_cards(detector):
+    for number in ("2131000000000001", "4111111111111111112", "2720991234567890"):
+        assert not any(t == "CREDIT_CARD" for t, _ in found(detector, f"Ticket {number} was closed.")), number
