@@ -206,6 +206,10 @@ class ModelRegistry:
                 "load_seconds": scheduler.load_seconds, "loads": scheduler.loads, "preloaded": entry.preloaded,
                 "expires_in_s": None if expires is None else max(round(expires - time.monotonic(), 1), 0.0)}
 
+    def memory_bytes(self, scheduler: BatchScheduler) -> int:
+        """The estimated memory the model takes when loaded."""
+        return self._entries[scheduler.model_name].need
+
     def header(self, scheduler: BatchScheduler) -> GGUFInfo | None:
         """The model's GGUF header as read when it was found (its file may be gone since)."""
         return self._entries[scheduler.model_name].info

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from localllm.config import Settings
 from localllm.daemon.engine.model_registry import ModelRegistry
+from localllm.daemon.http.api_metrics import add_metrics_routes
 from localllm.daemon.http.api_ollama import add_ollama_routes
 from localllm.daemon.http.api_openai import PUBLIC_PATHS, SHOW_DETAILS, add_routes
 from localllm.daemon.http.api_route import add_route_routes
@@ -118,6 +119,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
     add_route_routes(app)
     add_openapi_route(app)
     add_ollama_routes(app)
+    add_metrics_routes(app)
     if runtime is None:
         app.cleanup_ctx.append(functools.partial(_lifecycle, on_startup_failure=on_startup_failure))
     return app
@@ -164,6 +166,9 @@ def _log_refused(request: web.Request, exc: LocalLLMError) -> None:
     runtime = request.app[RUNTIME].runtime
     if runtime is None or not request.path.startswith("/v1/") or getattr(exc, "logged", False):
         return
-    runtime.services.request_log.record_soon(RequestRecord(
+    record = RequestRecord(
         endpoint=request.path.removeprefix("/v1/"), status=exc.status, error_class=type(exc).__name__,
-        namespace=request.headers.get(NAMESPACE_HEADER, DEFAULT_NAMESPACE)[:64]))
+        namespace=request.headers.get(NAMESPACE_HEADER, DEFAULT_NAMESPACE)[:64])
+    if runtime.metrics is not None:
+        runtime.metrics.observe(record)
+    runtime.services.request_log.record_soon(record)

@@ -26,6 +26,7 @@ from localllm.daemon.engine.model_registry import ModelRegistry
 from localllm.daemon.engine.scheduler import BatchScheduler
 from localllm.daemon.engine.tool_calls import ToolPlan, plan_grammar, template_tools, with_tools_described
 from localllm.daemon.pipeline.generation import Generation, HeldEvents, iterate, replay_events, stored_form
+from localllm.daemon.pipeline.metrics import DaemonMetrics
 from localllm.daemon.pipeline.recording import OnFinished, RequestRecorder
 from localllm.daemon.pipeline.upstream_answer import UpstreamAnswered, UpstreamCall, UpstreamFailed, UpstreamSender
 from localllm.daemon.requests import ChatCompletionRequest, CompletionRequest
@@ -52,10 +53,11 @@ log = logging.getLogger(__name__)
 
 class Pipeline:
     def __init__(self, registry: ModelRegistry, decider: Decider, *, request_log: RequestLog | None = None,
-                 budget: Budget | None = None, audit: EgressAudit | None = None):
+                 budget: Budget | None = None, audit: EgressAudit | None = None,
+                 metrics: DaemonMetrics | None = None):
         self.registry = registry
         self.decider = decider
-        self.recorder = RequestRecorder(request_log)
+        self.recorder = RequestRecorder(request_log, metrics)
         self.sender = UpstreamSender(self.recorder, budget=budget, audit=audit)
         self.cascade_counts = {"judged": 0, "fired": 0}
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from localllm.daemon.pipeline.generation import stored_form
+from localllm.daemon.pipeline.metrics import DaemonMetrics
 from localllm.decision.guard.scan import Finding
 from localllm.decision.guard.vault import RedactionVault
 from localllm.errors import LocalLLMError
@@ -24,8 +25,9 @@ OnFinished = Callable[[AnswerText], Awaitable | None]
 
 
 class RequestRecorder:
-    def __init__(self, request_log: RequestLog | None):
+    def __init__(self, request_log: RequestLog | None, metrics: DaemonMetrics | None = None):
         self.request_log = request_log
+        self.metrics = metrics
 
     @property
     def keeps_prompts(self) -> bool:
@@ -39,9 +41,10 @@ class RequestRecorder:
         record.prompt_text = prompt if isinstance(prompt, str) else render_messages(prompt)
         return record
 
-    @staticmethod
-    def note_sensitive(record: RequestRecord, messages: list[dict] | None, sensitive: list[Finding]) -> None:
+    def note_sensitive(self, record: RequestRecord, messages: list[dict] | None, sensitive: list[Finding]) -> None:
         record.sensitive = len(sensitive)
+        if self.metrics is not None:
+            self.metrics.observe_findings(sensitive)
         if sensitive and messages is not None:
             # With store.log_prompts on, the log keeps the prompt, but never its sensitive values.
             record.prompt_text = render_messages(RedactionVault().redact(messages, sensitive))
@@ -78,11 +81,15 @@ class RequestRecorder:
     async def finish(self, record: RequestRecord, started: float, status: int, error_class: str | None = None
                      ) -> None:
         record.status, record.error_class, record.latency_ms = status, error_class, ms_since(started)
+        if self.metrics is not None:
+            self.metrics.observe(record)
         if self.request_log is not None:
             await self.request_log.record(record)
 
     def finish_soon(self, record: RequestRecord, started: float, status: int, error_class: str) -> None:
         record.status, record.error_class, record.latency_ms = status, error_class, ms_since(started)
+        if self.metrics is not None:
+            self.metrics.observe(record)
         if self.request_log is not None:
             self.request_log.record_soon(record)
 

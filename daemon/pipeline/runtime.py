@@ -17,6 +17,7 @@ from pathlib import Path
 
 from localllm.config import Settings
 from localllm.daemon.engine.model_registry import ModelRegistry
+from localllm.daemon.pipeline.metrics import DaemonMetrics
 from localllm.daemon.pipeline.pipeline import Pipeline
 from localllm.daemon.pipeline.services import Services, open_services
 from localllm.decision.decide import Decider
@@ -41,6 +42,7 @@ class Runtime:
     upstreams: UpstreamRegistry | None
     pipeline: Pipeline
     owns_services: bool = True
+    metrics: DaemonMetrics | None = None  # None: [metrics] enabled = false
 
     async def close(self) -> None:
         if self.upstreams is not None:
@@ -60,8 +62,10 @@ async def open_runtime(settings: Settings, registry: ModelRegistry, *, services:
         services = await open_services(settings, one_shot=one_shot, db_path=db_path, embedder=embedder,
                                        scanner=scanner)
     upstreams = UpstreamRegistry(settings.upstreams) if settings.upstreams else None
-    pipeline = build_pipeline(settings, registry, services, upstreams)
-    return Runtime(settings, registry, services, upstreams, pipeline, owns_services=owns)
+    metrics = DaemonMetrics(models=registry.all, upstreams=lambda: upstreams.states() if upstreams else [],
+                            model_memory=registry.memory_bytes) if settings.metrics.enabled else None
+    pipeline = build_pipeline(settings, registry, services, upstreams, metrics)
+    return Runtime(settings, registry, services, upstreams, pipeline, owns_services=owns, metrics=metrics)
 
 
 @asynccontextmanager
@@ -75,14 +79,14 @@ async def running(settings: Settings, registry: ModelRegistry, **options) -> Asy
 
 
 def build_pipeline(settings: Settings, registry: ModelRegistry, services: Services,
-                   upstreams: UpstreamRegistry | None) -> Pipeline:
+                   upstreams: UpstreamRegistry | None, metrics: DaemonMetrics | None = None) -> Pipeline:
     budget = build_budget(settings, services)
     decider = Decider(registry, build_planner(settings, services, upstreams), upstreams=upstreams, budget=budget,
                       scanner=services.scanner, cache=services.cache, embedder=services.embedder,
                       cache_settings=settings.cache, local_failure_upstream=settings.routing.local_failure_upstream,
                       cores_busy=lambda: registry.generating)
     return Pipeline(registry, decider, request_log=services.request_log, budget=budget,
-                    audit=EgressAudit(services.writer))
+                    audit=EgressAudit(services.writer), metrics=metrics)
 
 
 def build_planner(settings: Settings, services: Services, upstreams: UpstreamRegistry | None) -> RoutePlanner:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from localllm import paths
 from localllm.config.decision import CascadeSettings, GuardSettings, PolicySettings, RouterSettings
 from localllm.config.engine import EngineSettings, ModelOverride
+from localllm.config.metrics import MetricsSettings
 from localllm.config.section import Section
 from localllm.config.server import ServerSettings
 from localllm.config.store import CacheSettings, StoreSettings
@@ -27,6 +28,7 @@ class Settings(Section):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     cascade: CascadeSettings = Field(default_factory=CascadeSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     models: dict[str, ModelOverride] = Field(default_factory=dict, description="Per-model engine overrides.")
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="Stronger models elsewhere ([[upstreams]] tables): cloud APIs or on-prem.")
