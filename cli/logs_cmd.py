@@ -11,7 +11,7 @@ from localllm.store.database import database_path, open_database
 from localllm.store.request_log import recent_requests
 
 COLUMNS = ("created_at", "namespace", "endpoint", "model", "route", "cache", "status", "prompt_tokens",
-           "completion_tokens", "ttft_ms", "latency_ms", "error_class")
+           "completion_tokens", "ttft_ms", "latency_ms", "energy_joules", "energy_source", "error_class")
 
 
 @click.command()

@@ -78,6 +78,9 @@ class Finished:
     # How sure the model was (local generation only): for the confidence cascade.
     mean_logprob: float | None = None
     mean_entropy: float | None = None
+    # What generating it cost (local generation only): its share of each decode step's energy.
+    energy_joules: float | None = None
+    energy_source: str | None = None  # "rapl" (measured) | "estimated" (CPU time x watts per core)
 
 
 AnswerEvent = TextDelta | ToolCall | Finished

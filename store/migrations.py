@@ -84,3 +84,9 @@ def egress_audit_and_route_reason(db: Database) -> None:
     db["requests"].add_column("route_reason", str)   # why it was escalated (router, cascade_low_confidence ...)
     db["requests"].add_column("router_score", float)
     db["requests"].add_column("sensitive", int)      # findings in the prompt (count); such prompts are not cached
+
+
+@MIGRATIONS(name="0005_request_energy")
+def request_energy(db: Database) -> None:
+    db["requests"].add_column("energy_joules", float)  # local answers: their share of each decode step
+    db["requests"].add_column("energy_source", str)    # rapl (measured) | estimated (CPU time x watts/core)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from localllm.daemon.engine.confidence import ConfidenceMeter
+from localllm.daemon.engine.energy import EnergyMeter
 from localllm.daemon.engine.llama_engine import GenerationJob, LlamaEngine
 from localllm.daemon.engine.sampler_chain import SamplerChain
 from localllm.daemon.engine.step_cost import StepCost
@@ -80,6 +81,7 @@ class _Request:
     confidence: ConfidenceMeter | None
     order: int
     generated: int = 0
+    energy: float = 0.0  # joules: its share of each step it was in, by tokens
     pending: int | None = None  # sampled, shown to the client, not yet in the KV cache
     logprobs: list = field(default_factory=list)  # TokenLogprob of tokens whose text is not sent yet
 
@@ -113,6 +115,7 @@ class BatchDecoder:
         # Prompt tokens taken from other sequences' cells rather than evaluated (for /health and tests).
         self.reused_tokens = 0
         self.step_cost = StepCost()
+        self.energy = EnergyMeter(engine.settings.threads, engine.settings.watts_per_core)
         # With a GPU backend llama_decode may return before the work is done (even with no layers
         # offloaded, large matmuls can go to the GPU): wait for it so steps are timed right.
         self._wait_for_decode = bool(llama_cpp.llama_supports_gpu_offload())
@@ -225,6 +228,7 @@ class BatchDecoder:
         if n == 0:
             return
         batch.n_tokens = n
+        reading = self.energy.start()
         started = time.perf_counter()
         status = self._llama_cpp.llama_decode(self._ctx, batch)
         copied_streams, self._copied_streams = self._copied_streams, False
@@ -235,9 +239,11 @@ class BatchDecoder:
             self._llama_cpp.llama_synchronize(self._ctx)
         if not copied_streams:
             self.step_cost.observe(n, time.perf_counter() - started)
+        joules = self.energy.joules_since(reading)
         for slot in self.slots:
             if slot.feeding:
                 request = slot.request
+                request.energy += joules * slot.feeding / n
                 if request.pending is not None:
                     slot.cached.append(request.pending)
                     request.pending = None
@@ -316,7 +322,8 @@ class BatchDecoder:
         confidence = request.confidence
         request.emit(Finished(
             reason, len(request.prompt), request.generated,
-            confidence.mean_logprob if confidence else None, confidence.mean_entropy if confidence else None))
+            confidence.mean_logprob if confidence else None, confidence.mean_entropy if confidence else None,
+            energy_joules=round(request.energy, 6), energy_source=self.energy.source))
         self._release(slot)
 
     def _release(self, slot: _Slot, error: LocalLLMError | None = None) -> None:

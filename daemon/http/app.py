@@ -25,6 +25,7 @@ from localllm.daemon.http.api_ollama import add_ollama_routes
 from localllm.daemon.http.api_openai import PUBLIC_PATHS, SHOW_DETAILS, add_routes
 from localllm.daemon.http.api_route import add_route_routes
 from localllm.daemon.http.api_store import add_store_routes
+from localllm.daemon.http.api_ui import UI_PATHS, add_ui_routes
 from localllm.daemon.http.app_keys import REGISTRY, RUNTIME, SETTINGS, STARTED_AT, RuntimeSlot
 from localllm.daemon.http.client_errors import quiet_client_protocol_errors
 from localllm.daemon.http.openapi import add_openapi_route
@@ -84,7 +85,9 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
             origin_check.check(request)
             if request.method == "OPTIONS" and cors:
                 return web.Response(status=204, headers=cors)
-            if request.path in PUBLIC_PATHS:  # answered to anyone; details only with a valid token
+            if request.path in UI_PATHS:
+                pass  # the dashboard's files hold no data: its data calls carry the token
+            elif request.path in PUBLIC_PATHS:  # answered to anyone; details only with a valid token
                 request[SHOW_DETAILS] = token_check.allows(request)
             else:
                 token_check.check(request)
@@ -120,6 +123,7 @@ def create_app(settings: Settings, registry: ModelRegistry, *, runtime: Runtime 
     add_openapi_route(app)
     add_ollama_routes(app)
     add_metrics_routes(app)
+    add_ui_routes(app)
     if runtime is None:
         app.cleanup_ctx.append(functools.partial(_lifecycle, on_startup_failure=on_startup_failure))
     return app

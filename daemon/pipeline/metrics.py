@@ -36,6 +36,9 @@ class DaemonMetrics:
                             ("upstream",), registry=self.registry)
         self.findings = Counter("localllm_guard_findings", "Sensitive values the guard found, by type.",
                                 ("type",), registry=self.registry)
+        self.energy = Counter("localllm_energy_joules", "Energy of local generation (source: rapl = measured, "
+                              "estimated = CPU time x engine.watts_per_core).", ("route", "model", "source"),
+                              registry=self.registry)
         self.registry.register(_StateCollector(models, upstreams, model_memory))
 
     def observe(self, record: RequestRecord) -> None:
@@ -57,6 +60,8 @@ class DaemonMetrics:
             self.cache.labels(record.cache).inc()
         if record.upstream is not None and record.cost_usd:
             self.cost.labels(record.upstream).inc(record.cost_usd)
+        if record.energy_joules:
+            self.energy.labels(route, model, record.energy_source or "estimated").inc(record.energy_joules)
 
     def observe_findings(self, findings: Sequence[Finding]) -> None:
         for finding in findings:

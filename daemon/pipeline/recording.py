@@ -61,6 +61,7 @@ class RequestRecorder:
                 answer.add(event)
                 if answer.finished is not None:
                     record.prompt_tokens, record.completion_tokens = event.prompt_tokens, event.completion_tokens
+                    record.energy_joules, record.energy_source = event.energy_joules, event.energy_source
                     record.answer_text = stored_form(answer)[0]
                     if before_finish is not None:
                         await before_finish()

@@ -62,6 +62,10 @@ class EngineSettings(Section):
         "waiting prompt that fits goes into the next step (llama.cpp server's way)."))
     queue_size: int = Field(16, ge=1, le=10_000, description="Requests waiting for the engine before 503 queue_full.")
     default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request does not set one.")
+    watts_per_core: float = Field(10.0, gt=0, le=500, description=(
+        "Power of one busy CPU core in watts, for the energy estimate where RAPL cannot be read (a laptop "
+        "or desktop core under load draws roughly 5-15 W; an ARM board's 1-3 W). Energy measured by RAPL "
+        "does not use it."))
 
     @field_validator("n_gpu_layers", mode="before")
     @classmethod
