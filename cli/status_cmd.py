@@ -44,5 +44,8 @@ def status_command(as_json: bool) -> None:
             pause = f" (half-open in {upstream['half_open_in_s']} s)" if upstream["circuit"] == "open" else ""
             click.echo(f"upstream: {upstream['name']}  circuit {upstream['circuit']}{pause}  "
                        f"failures={upstream['failures']}")
+            endpoints = upstream.get("endpoints", [])
+            for endpoint in endpoints if len(endpoints) > 1 else []:
+                click.echo(f"  {endpoint['url']}  circuit {endpoint['circuit']}  in flight={endpoint['in_flight']}")
     if health is None:
         raise SystemExit(1)

@@ -8,6 +8,8 @@ import time
 import click
 
 from localllm.cli.context import load_cli_settings, user_errors
+from localllm.cli.daemon_client import DaemonClient
+from localllm.daemon.http.tokens import resolve_api_token
 from localllm.fallback.errors import UpstreamError
 from localllm.fallback.keys import get_key, locate_key
 from localllm.fallback.providers import UpstreamRequest
@@ -22,15 +24,24 @@ def upstreams_group() -> None:
 @upstreams_group.command("list")
 @user_errors
 def list_command() -> None:
-    """Name, kind, address, model, trust, prices, and where the key is."""
+    """Name, kind, address, model, trust, prices, and where the key is; with a running daemon, each
+    endpoint's circuit and requests in flight."""
     settings = load_cli_settings().settings
     if not settings.upstreams:
         click.echo("No upstreams configured. Add [[upstreams]] tables to the config file (`localllm config path`).")
         return
+    health = asyncio.run(DaemonClient(settings, resolve_api_token(settings)).health(timeout_s=1.0)) or {}
+    live = {u["name"]: {e["url"]: e for e in u.get("endpoints", [])} for u in health.get("upstreams", [])}
     for upstream in settings.upstreams:
         key = locate_key(upstream.name).where
-        click.echo(f"{upstream.name}  {upstream.kind}  {upstream.url}  model={upstream.model}  trust={upstream.trust}  "
+        address = upstream.url if len(upstream.endpoints) == 1 else f"pool of {len(upstream.endpoints)}"
+        click.echo(f"{upstream.name}  {upstream.kind}  {address}  model={upstream.model}  trust={upstream.trust}  "
                    f"${upstream.price_input_per_mtok}/${upstream.price_output_per_mtok} per Mtok  key={key}")
+        for url in upstream.endpoints:
+            state = live.get(upstream.name, {}).get(url)
+            seen = (f"circuit {state['circuit']}, {state['in_flight']} in flight, {state['failures']} failures"
+                    if state else "daemon not running: no live state")
+            click.echo(f"  {url}  {seen}")
 
 
 @upstreams_group.command("test")

@@ -18,6 +18,7 @@ from localllm.errors import ModelNotFound
 from localllm.fallback.circuit_breaker import BreakerState, CircuitBreaker
 from localllm.fallback.providers import provider_for
 from localllm.fallback.reliability import ReliableUpstream, RetryPolicy
+from localllm.fallback.upstream_pool import Endpoint, PooledUpstream
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,20 @@ class UpstreamRegistry:
         upstreams = list(upstreams)
         check_unique_names(upstreams)
         self._session: aiohttp.ClientSession | None = None
-        self._upstreams = {
-            settings.name: ReliableUpstream(
-                provider_for(settings, self.session), retry=retry,
-                breaker=CircuitBreaker(settings.name, failure_threshold=breaker_failures,
-                                       cooldown_s=breaker_cooldown_s))
-            for settings in upstreams
-        }
+
+        def reliable(settings: UpstreamSettings, breaker_name: str) -> ReliableUpstream:
+            return ReliableUpstream(provider_for(settings, self.session), retry=retry,
+                                    breaker=CircuitBreaker(breaker_name, failure_threshold=breaker_failures,
+                                                           cooldown_s=breaker_cooldown_s))
+
+        self._upstreams: dict[str, ReliableUpstream | PooledUpstream] = {}
+        for settings in upstreams:
+            if len(settings.endpoints) == 1:
+                self._upstreams[settings.name] = reliable(settings, settings.name)
+            else:  # a pool: one reliable upstream per endpoint, under the same name
+                self._upstreams[settings.name] = PooledUpstream([
+                    Endpoint(url, reliable(settings.model_copy(update={"base_url": url}), f"{settings.name} {url}"))
+                    for url in settings.endpoints])
 
     def __contains__(self, name: str) -> bool:
         return name in self._upstreams
@@ -44,7 +52,7 @@ class UpstreamRegistry:
     def names(self) -> list[str]:
         return list(self._upstreams)
 
-    def get(self, name: str) -> ReliableUpstream:
+    def get(self, name: str) -> ReliableUpstream | PooledUpstream:
         try:
             return self._upstreams[name]
         except KeyError:
@@ -55,6 +63,13 @@ class UpstreamRegistry:
     def states(self) -> list[BreakerState]:
         """Circuit state of every upstream, for `localllm status`."""
         return [upstream.breaker.state for upstream in self._upstreams.values()]
+
+    def endpoint_states(self, name: str) -> list[tuple[str, BreakerState, int]]:
+        """(url, circuit state, requests in flight) of each endpoint of upstream ``name``."""
+        upstream = self.get(name)
+        if isinstance(upstream, PooledUpstream):
+            return upstream.endpoint_states()
+        return [(upstream.settings.url, upstream.breaker.state, 0)]
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

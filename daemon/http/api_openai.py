@@ -274,7 +274,11 @@ def _upstream_states(runtime) -> list[dict]:
         return []
     return [{"name": state.name, "circuit": state.state, "failures": state.consecutive_failures,
              "half_open_in_s": None if state.seconds_until_half_open is None
-             else round(state.seconds_until_half_open, 1)} for state in upstreams.states()]
+             else round(state.seconds_until_half_open, 1),
+             "endpoints": [{"url": url, "circuit": endpoint.state, "failures": endpoint.consecutive_failures,
+                            "in_flight": in_flight}
+                           for url, endpoint, in_flight in upstreams.endpoint_states(state.name)]}
+            for state in upstreams.states()]
 
 
 def add_routes(app: web.Application) -> None:

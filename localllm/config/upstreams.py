@@ -37,6 +37,11 @@ class UpstreamSettings(BaseModel):
     base_url: str | None = Field(
         None, description="API root, e.g. http://gpu-box:8000/v1. Required for openai-compatible; "
         "defaults to the vendor's public API for openai and anthropic.")
+    base_urls: list[str] = Field(
+        default_factory=list, description="Several API roots serving the same model (a pool: vLLM or llama.cpp "
+        "servers, other localllm daemons). Each request goes to the one with the fewest requests in flight; "
+        "each has its own circuit breaker; a failure before the first token moves on to the next. Instead "
+        "of base_url.")
     trust: Literal["onprem", "cloud"] = Field(
         description="What data may reach it: onprem (your own network) or cloud (a third party).")
     model: str = Field(min_length=1, max_length=256, description="Model name to ask the upstream for.")
@@ -69,9 +74,21 @@ class UpstreamSettings(BaseModel):
             raise ValueError("must not contain a query or fragment")
         return value.strip().rstrip("/")
 
+    @field_validator("base_urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        urls = [cls._http_url(url) for url in value]
+        if len(set(urls)) != len(urls):
+            raise ValueError("lists the same URL twice")
+        return urls
+
     @model_validator(mode="before")
     @classmethod
     def _default_base_url(cls, data):
+        if isinstance(data, dict) and data.get("base_urls"):
+            if data.get("base_url") is not None:
+                raise ValueError("set base_url or base_urls (a pool), not both")
+            data = {**data, "base_url": data["base_urls"][0]}  # the first stands for the pool in messages
         if isinstance(data, dict) and data.get("base_url") is None:
             kind = data.get("kind")
             if kind == "openai-compatible":
@@ -85,6 +102,11 @@ class UpstreamSettings(BaseModel):
         """base_url, never None after validation (typed for callers)."""
         assert self.base_url is not None
         return self.base_url
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every API root requests may go to: the pool, or base_url alone."""
+        return list(self.base_urls) or [self.url]
 
 
 def check_unique_names(upstreams: Iterable[UpstreamSettings]) -> None:

@@ -105,12 +105,16 @@ class FakeUpstream:
         return f"{self.root}/v1"
 
     async def start(self) -> FakeUpstream:
+        return await self.start_on(0)
+
+    async def start_on(self, port: int) -> FakeUpstream:
+        """Listen on ``port`` (0: any free one); a server restarted on its old port."""
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
