@@ -361,12 +361,11 @@ class ChatCompletionRequest(_Generation):
     def facts(self) -> RequestFacts:
         """What deciding where it goes needs to know."""
         fields = self.upstream_fields()
-        described = json.dumps([fields["tools"], fields.get("response_format")], ensure_ascii=False)
+        extra = [fields["tools"], fields.get("response_format")]
         return RequestFacts(
             model=self.model, messages=self.template_messages(), deterministic=self.deterministic,
             cacheable=not self.logprobs,  # a cached answer has no log-probabilities to give
-            needs=self.needs(), extra_prompt_tokens=len(described) // 2 if self.tools or self.response_format else 0,
-            extra_text=described if fields["tools"] or fields.get("response_format") else "",
+            needs=self.needs(), extra_text=json.dumps(extra, ensure_ascii=False) if any(extra) else "",
             stream=self.stream, max_tokens=self.max_tokens,
             escalation=self.localllm.escalation if self.localllm else None,
             cascade_opt_in=bool(self.localllm and self.localllm.cascade),

@@ -68,10 +68,14 @@ class RequestFacts:
     # What an upstream must be able to carry to answer it (tools, JSON output, logprobs); one that cannot
     # is not sent it, and the local model answers (fallback reason "upstream_unsupported").
     needs: frozenset[Capability] = frozenset()
-    extra_prompt_tokens: int = 0  # what an upstream is sent besides the messages: tool definitions, a schema
-    # That text itself (tool descriptions, enums, defaults, the JSON schema): scanned like a message, after
-    # the last one. Findings in it cannot be redacted, only allowed: otherwise nothing is sent.
+    # What an upstream is sent besides the messages (tool definitions, the JSON schema), as JSON text: scanned
+    # like a message after the last one. Findings in it cannot be redacted, only allowed: else nothing is sent.
     extra_text: str = ""
+
+    @property
+    def extra_prompt_tokens(self) -> int:
+        """The tools' and schema's share of an upstream's prompt (the budget's ~2 characters per token)."""
+        return len(self.extra_text) // 2
 
     @property
     def scanned_messages(self) -> list[dict]:

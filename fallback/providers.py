@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,7 +32,7 @@ from localllm.fallback.errors import (
     scrub,
 )
 from localllm.fallback.sse_reader import SSEEvent, read_sse
-from localllm.vocabulary import Finished, TextDelta, ToolCall
+from localllm.vocabulary import Finished, TextDelta, ToolCall, new_call_id
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +205,6 @@ def as_count(value: object) -> int:
 
 def as_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def new_call_id() -> str:
-    """An id for a call whose upstream sent none (OpenAI-compatible servers may not)."""
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 # What a box whose network is down sees: connects that time out, names that don't resolve.

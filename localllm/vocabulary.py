@@ -8,6 +8,7 @@ it imports none of them.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -68,6 +69,11 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # JSON text, as OpenAI sends it
+
+
+def new_call_id() -> str:
+    """A tool call's id, in OpenAI's style (for calls that come without one)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 @dataclass(frozen=True)

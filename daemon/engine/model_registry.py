@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localllm.config import Settings
+from localllm.config.engine import duration_seconds
 from localllm.daemon.engine.fallback_templates import family_format
 from localllm.daemon.engine.llama_engine import LlamaEngine, ModelLoadError
 from localllm.daemon.engine.scheduler import BatchScheduler
@@ -124,8 +125,10 @@ class ModelRegistry:
                 family := family_format(info.architecture)) else None))
         scheduler = BatchScheduler(engine, engine_settings.queue_size)
         keep_alive = self.settings.models.get(name).keep_alive if name in self.settings.models else None
-        scheduler.keep_alive_s = (math.inf if preload and keep_alive is None else
-                                  _seconds(keep_alive) if keep_alive is not None else configured.keep_alive_s)
+        if keep_alive is not None:
+            scheduler.keep_alive_s = duration_seconds(keep_alive, "keep_alive")
+        else:  # loaded at start: kept until memory is needed
+            scheduler.keep_alive_s = math.inf if preload else configured.keep_alive_s
         entry = _Entry(name, path, scheduler, footprint_for(info, engine_settings) if info and info.shape else None,
                        preloaded=preload, parallel_source="auto" if configured.n_parallel == "auto" else "config",
                        info=info)
@@ -164,18 +167,16 @@ class ModelRegistry:
                 self.add(name, path, preload=False)
                 self._aliases.setdefault(key, name)
                 return self._entries[name]
-        raise ModelNotFound(f"The model '{requested}' is not installed here (installed: {self._installed()}). "
+        installed = ", ".join(self.installed_names()) or "none"
+        raise ModelNotFound(f"The model '{requested}' is not installed here (installed: {installed}). "
                             f"Run `localllm pull {requested}`, or pick one from GET /v1/models.", param="model")
-
-    def _installed(self) -> str:
-        names = set(self._entries)
-        if self.models_dir is not None:
-            names |= {(m.catalog_name or m.path.stem) for m in ModelFiles(self.models_dir).list()}
-        return ", ".join(sorted(names)) or "none"
 
     def installed_names(self) -> list[str]:
         """Every model that can be asked for: known here, or a file in the models dir."""
-        return [name.strip() for name in self._installed().split(",") if name.strip() and name != "none"]
+        names = set(self._entries)
+        if self.models_dir is not None:
+            names |= {(m.catalog_name or m.path.stem) for m in ModelFiles(self.models_dir).list()}
+        return sorted(names)
 
     def _forget(self, entry: _Entry) -> None:
         del self._entries[entry.name]
@@ -332,6 +333,13 @@ class ModelRegistry:
             except TimeoutError:
                 pass
 
+    async def unload_when_idle(self, scheduler: BatchScheduler, reason: str) -> None:
+        """Unload now if idle, else as soon as the requests it is answering are done (Ollama's keep_alive 0)."""
+        if scheduler.in_flight:
+            scheduler.next_keep_alive_s = 0
+        else:
+            await self.unload(scheduler, reason)
+
     async def unload(self, scheduler: BatchScheduler, reason: str) -> bool:
         """Unload a model now; refused while it has requests in flight. False if it was not loaded."""
         entry = self._entries[scheduler.model_name]
@@ -411,12 +419,6 @@ def _header(path: Path) -> GGUFInfo | None:
 
 def _need(entry: _Entry) -> str:
     return entry.footprint.describe() if entry.footprint is not None else f"{entry.need / MiB:.0f} MiB (file size)"
-
-
-def _seconds(value) -> float:
-    from localllm.config.engine import duration_seconds
-
-    return duration_seconds(value, "keep_alive")
 
 
 def registry_for(settings: Settings, model_names: list[str], model_paths: list[Path], *,

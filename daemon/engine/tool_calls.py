@@ -16,12 +16,11 @@ from __future__ import annotations
 import copy
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Literal
 
 from localllm.daemon.engine.grammar import SchemaNotSupported, schema_grammar
-from localllm.vocabulary import ToolCall
+from localllm.vocabulary import ToolCall, new_call_id
 
 Format = Literal["json", "hermes"]
 Mode = Literal["auto", "required", "none"]
@@ -208,10 +207,6 @@ def parse_calls(text: str, plan: ToolPlan) -> list[ToolCall] | None:
             seen.add((name, text))
             calls.append(ToolCall(new_call_id(), name, text))
     return calls or None
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def _loads(text: str) -> object:

@@ -88,10 +88,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         registry = runtime.registry
         scheduler = registry.get(model_name(body.model))
         if ctx.keep_alive_s == 0:
-            if scheduler.in_flight:
-                scheduler.next_keep_alive_s = 0  # unloaded when the requests it is answering are done
-            else:
-                await registry.unload(scheduler, "asked to unload (keep_alive 0)")
+            await registry.unload_when_idle(scheduler, "asked to unload (keep_alive 0)")
             reason = "unload"
         else:
             (await registry.acquire(scheduler, ctx.keep_alive_s)).release()

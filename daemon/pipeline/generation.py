@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from localllm.daemon.engine.tool_calls import ToolPlan, new_call_id
+from localllm.daemon.engine.tool_calls import ToolPlan
 from localllm.store.semantic_cache import CachedAnswer
-from localllm.vocabulary import AnswerEvent, AnswerText, Finished, Route, TextDelta, ToolCall
+from localllm.vocabulary import AnswerEvent, AnswerText, Finished, Route, TextDelta, ToolCall, new_call_id
 
 _REPLAY_PIECES = re.compile(r"\s*\S+|\s+")
 

@@ -126,9 +126,14 @@ class Pipeline:
     async def _answer_locally(self, decision: AnswerLocally, request: ChatCompletionRequest, facts: RequestFacts,
                               ctx: RequestContext) -> Generation:
         """The local model answers, loaded for it if need be and held loaded until the answer ends."""
-        lease = await self.registry.acquire(decision.model, ctx.keep_alive_s)
+        return await self._holding(decision.model, ctx, lambda: self._generate_locally(decision, request, facts, ctx))
+
+    async def _holding(self, scheduler: BatchScheduler, ctx: RequestContext,
+                       answer: Callable[[], Awaitable[Generation]]) -> Generation:
+        """``answer()`` with ``scheduler``'s model loaded for it and held until its events end."""
+        lease = await self.registry.acquire(scheduler, ctx.keep_alive_s)
         try:
-            gen = await self._generate_locally(decision, request, facts, ctx)
+            gen = await answer()
         except BaseException:
             lease.release()
             raise
@@ -247,18 +252,14 @@ class Pipeline:
         cache = await self.decider.check_cache(key, request.deterministic, ctx)
         if cache.hit is not None:
             return self._replay(gen_id, scheduler.model_name, cache, record, ctx)
-        lease = await self.registry.acquire(scheduler, ctx.keep_alive_s)
-        try:
+        async def answer() -> Generation:
             prompt_tokens = await scheduler.completion_prompt(request.prompt)
             as_messages = [{"role": "user", "content": request.prompt}]
             findings = PendingFindings(lambda: self.decider.scan(as_messages), eager=False)
-            gen = self._generate(gen_id, scheduler, prompt_tokens, request.sampling(), request.max_tokens, record,
-                                 cache, ctx, findings=findings, messages=as_messages)
-        except BaseException:
-            lease.release()
-            raise
-        gen.events = HeldEvents(gen.events, lease.release)
-        return gen
+            return self._generate(gen_id, scheduler, prompt_tokens, request.sampling(), request.max_tokens, record,
+                                  cache, ctx, findings=findings, messages=as_messages)
+
+        return await self._holding(scheduler, ctx, answer)
 
     # -- answers ---------------------------------------------------------------
 

@@ -46,19 +46,19 @@ function sum(samples, name, filter = () => true) {
 
 // Quantile of a histogram given its cumulative buckets {le: count}, by linear interpolation (as PromQL does).
 function quantile(q, buckets) {
-  const bounds = Object.keys(buckets).filter((le) => le !== "+Inf").map(Number).sort((a, b) => a - b);
+  const finite = Object.entries(buckets).filter(([le]) => le !== "+Inf")
+    .map(([le, count]) => [Number(le), count]).sort((a, b) => a[0] - b[0]);
   const total = buckets["+Inf"] || 0;
   if (total <= 0) return null;
   const rank = q * total;
   let lowerBound = 0, lowerCount = 0;
-  for (const bound of bounds) {
-    const count = buckets[String(bound)] ?? buckets[bound.toFixed(3)] ?? 0;
+  for (const [bound, count] of finite) {
     if (count >= rank) {
       return lowerBound + (bound - lowerBound) * ((rank - lowerCount) / Math.max(count - lowerCount, 1e-9));
     }
     lowerBound = bound; lowerCount = count;
   }
-  return bounds.length ? bounds[bounds.length - 1] : null;
+  return finite.length ? finite[finite.length - 1][0] : null;
 }
 
 function bucketsOf(samples, name) {
