@@ -263,8 +263,10 @@ class Decider:
             vector = await self.embed(key.question)
         if ctx.skip_cache_lookup:
             return CacheCheck("bypass", key, vector)
-        hit = await self.cache.lookup_similar(ctx.namespace, key.scope, key.question, vector, touch=touch)
-        return CacheCheck("hit" if hit else "miss", key, vector, hit)
+        found = await self.cache.lookup_similar(ctx.namespace, key.scope, key.question, vector, touch=touch)
+        if found.hit is not None:
+            return CacheCheck("hit", key, vector, found.hit)
+        return CacheCheck("rejected" if found.rejected else "miss", key, vector)
 
     async def embed(self, text: str) -> np.ndarray:
         embed = functools.partial(self.embedder.embed, [text], cores_busy=self.cores_busy())

@@ -65,7 +65,8 @@ class PendingFindings:
 
 @dataclass
 class CacheCheck:
-    """What the semantic cache said: ``outcome`` hit | miss | bypass, or None with no cache configured."""
+    """What the semantic cache said: ``outcome`` hit | miss | rejected (a close question, judged a different
+    one by the verifier: a miss that the cache's safety caused) | bypass, or None with no cache configured."""
 
     outcome: str | None = None
     key: CacheKey | None = None

@@ -43,6 +43,16 @@ class CachedAnswer:
     kind: str  # exact | semantic
 
 
+@dataclass(frozen=True)
+class SimilarLookup:
+    """What a lookup by meaning found: the accepted answer, or none; ``rejected`` when a cached question
+    was close enough to check but the verifier judged it a different question (the cache's safety at work,
+    counted apart from a plain miss)."""
+
+    hit: CachedAnswer | None = None
+    rejected: bool = False
+
+
 class SemanticCache:
     def __init__(self, db_path: Path, writer: StoreWriter, verifier: DuplicateVerifier, settings: CacheSettings,
                  dimensions: int):
@@ -79,7 +89,7 @@ class SemanticCache:
         return await self._on_thread(self._lookup_exact, namespace, scope, question, touch)
 
     async def lookup_similar(self, namespace: str, scope: str, question: str, vector: np.ndarray, *,
-                             touch: bool = True) -> CachedAnswer | None:
+                             touch: bool = True) -> SimilarLookup:
         """The nearest cached questions in the scope that the verifier accepts as the same question."""
         return await self._on_thread(self._lookup_similar, namespace, scope, question, vector, touch)
 
@@ -93,9 +103,10 @@ class SemanticCache:
         return None
 
     def _lookup_similar(self, namespace: str, scope: str, question: str, vector: np.ndarray,
-                        touch: bool = True) -> CachedAnswer | None:
+                        touch: bool = True) -> SimilarLookup:
         now = time.time()
         best: tuple[float, dict, float] | None = None
+        rejected = False
         for entry_id, approx in self.index.nearest(namespace, scope, vector, CANDIDATES):
             if approx < self.verifier.min_cosine - 0.02:  # f16 graph distances are approximate
                 break
@@ -107,12 +118,13 @@ class SemanticCache:
                 continue
             score = self.verifier.score(row["question"], question, cosine)
             if score < self.verifier.threshold:
+                rejected = True
                 continue
             if best is None or score > best[0]:
                 best = (score, row, cosine)
         if best is None:
-            return None
-        return self._hit(best[1], best[2], "semantic", now, touch)
+            return SimilarLookup(rejected=rejected)
+        return SimilarLookup(self._hit(best[1], best[2], "semantic", now, touch))
 
     def _row(self, entry_id: int) -> dict | None:
         rows = list(self._db.query("SELECT * FROM cache_entries WHERE id = ?", [entry_id]))

@@ -29,10 +29,16 @@ def local_answers(db, days: int) -> list[dict]:
         "GROUP BY day ORDER BY day", [_since(days)])]
 
 
+def cloud_cost_usd(prompt_tokens: int, answer_tokens: int, price_input_per_mtok: float,
+                   price_output_per_mtok: float) -> float:
+    """What these tokens cost at a cloud upstream's prices (USD per million tokens)."""
+    return (prompt_tokens * price_input_per_mtok + answer_tokens * price_output_per_mtok) / 1e6
+
+
 def savings_usd(row: dict, price_input_per_mtok: float, price_output_per_mtok: float) -> float:
     """What a day's local answers would have cost at a cloud upstream's prices."""
-    return round((row["prompt_tokens"] * price_input_per_mtok + row["completion_tokens"] * price_output_per_mtok)
-                 / 1e6, 6)
+    return round(cloud_cost_usd(row["prompt_tokens"], row["completion_tokens"], price_input_per_mtok,
+                                price_output_per_mtok), 6)
 
 
 PROMPT_BINS = ((0, 256, "<256"), (256, 1024, "256-1k"), (1024, 1 << 62, ">=1k"))
@@ -51,7 +57,7 @@ def traffic_summary(db, days: int) -> dict:
     routes = {route: {"requests": len(group), "latency_ms": _percentiles([r["latency_ms"] for r in group]),
                       "ttft_ms": _percentiles([r["ttft_ms"] for r in group])}
               for route, group in sorted(by_route.items())}
-    looked = [r for r in rows if r["cache"] in ("hit", "miss")]
+    looked = [r for r in rows if r["cache"] in ("hit", "miss", "rejected")]
     spent = sum(r["cost_usd"] or 0.0 for r in rows)
     measured = [r for r in rows if r["energy_joules"] is not None]
     return {

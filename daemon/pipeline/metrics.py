@@ -5,12 +5,15 @@ registry of its own (not the process-wide default), so two daemons in one proces
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from localllm.config.metrics import MetricsSettings
 from localllm.decision.guard.scan import Finding
 from localllm.store.request_log import RequestRecord
+from localllm.store.usage_stats import cloud_cost_usd
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: first tokens on a CPU take tens of milliseconds to seconds, whole answers up to minutes.
@@ -18,9 +21,31 @@ _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
+@dataclass(frozen=True)
+class CloudReference:
+    """What an answer served on the device would have cost from the cloud: an estimate of the energy per 1,000
+    answer tokens (``metrics.cloud_wh_per_1k_tokens``) and, with a cloud upstream configured, the first one's
+    prices (USD per million tokens), as ``localllm stats`` prices it."""
+
+    wh_per_1k_tokens: float
+    upstream: str | None = None
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings) -> CloudReference:
+        upstream = next((u for u in settings.upstreams if u.trust == "cloud"), None)
+        if upstream is None:
+            return cls(settings.metrics.cloud_wh_per_1k_tokens)
+        return cls(settings.metrics.cloud_wh_per_1k_tokens, upstream.name, upstream.price_input_per_mtok,
+                   upstream.price_output_per_mtok)
+
+
 class DaemonMetrics:
     def __init__(self, *, models: Callable[[], Iterable] = lambda: (), upstreams: Callable[[], Iterable] = lambda: (),
-                 model_memory: Callable[[object], int] = lambda scheduler: 0):
+                 model_memory: Callable[[object], int] = lambda scheduler: 0,
+                 cloud: CloudReference | None = None):
+        self.cloud = cloud or CloudReference(MetricsSettings().cloud_wh_per_1k_tokens)
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("localllm_requests", "Requests answered, by where they were answered.",
                                 ("route", "model", "status"), registry=self.registry)
@@ -39,6 +64,12 @@ class DaemonMetrics:
         self.energy = Counter("localllm_energy_joules", "Energy of local generation (source: rapl = measured, "
                               "estimated = CPU time x engine.watts_per_core).", ("route", "model", "source"),
                               registry=self.registry)
+        self.saved_usd = Counter("localllm_cloud_equivalent_usd", "What the answers served on this device (engine "
+                                 "or cache) would have cost at the first cloud upstream's prices.", ("priced_as",),
+                                 registry=self.registry)
+        self.saved_energy = Counter("localllm_cloud_equivalent_energy_joules", "Estimated energy the cloud would "
+                                    "have spent on the answers served on this device (metrics.cloud_wh_per_1k_tokens "
+                                    "per 1,000 answer tokens).", registry=self.registry)
         self.registry.register(_StateCollector(models, upstreams, model_memory))
 
     def observe(self, record: RequestRecord) -> None:
@@ -62,6 +93,15 @@ class DaemonMetrics:
             self.cost.labels(record.upstream).inc(record.cost_usd)
         if record.energy_joules:
             self.energy.labels(route, model, record.energy_source or "estimated").inc(record.energy_joules)
+        if route in ("local", "cache"):
+            self._count_savings(record.prompt_tokens or 0, record.completion_tokens or 0)
+
+    def _count_savings(self, prompt_tokens: int, answer_tokens: int) -> None:
+        """The same arithmetic as ``localllm stats``' comparison."""
+        if self.cloud.upstream is not None:
+            self.saved_usd.labels(self.cloud.upstream).inc(cloud_cost_usd(
+                prompt_tokens, answer_tokens, self.cloud.price_input_per_mtok, self.cloud.price_output_per_mtok))
+        self.saved_energy.inc(answer_tokens * self.cloud.wh_per_1k_tokens / 1000 * 3600)
 
     def observe_findings(self, findings: Sequence[Finding]) -> None:
         for finding in findings:

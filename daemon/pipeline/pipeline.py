@@ -321,4 +321,4 @@ class Pipeline:
 def _storable(cache: CacheCheck, ctx: RequestContext) -> bool:
     """A fresh answer may be stored: the cache was asked (and missed, or was told not to look) and the
     question's embedding is known, and the client did not say no-store."""
-    return cache.outcome in ("miss", "bypass") and cache.vector is not None and not ctx.skip_cache_store
+    return cache.outcome in ("miss", "rejected", "bypass") and cache.vector is not None and not ctx.skip_cache_store

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from localllm.config import Settings
 from localllm.daemon.engine.model_registry import ModelRegistry
-from localllm.daemon.pipeline.metrics import DaemonMetrics
+from localllm.daemon.pipeline.metrics import CloudReference, DaemonMetrics
 from localllm.daemon.pipeline.pipeline import Pipeline
 from localllm.daemon.pipeline.services import Services, open_services
 from localllm.decision.decide import Decider
@@ -63,7 +63,8 @@ async def open_runtime(settings: Settings, registry: ModelRegistry, *, services:
                                        scanner=scanner)
     upstreams = UpstreamRegistry(settings.upstreams) if settings.upstreams else None
     metrics = DaemonMetrics(models=registry.all, upstreams=lambda: upstreams.states() if upstreams else [],
-                            model_memory=registry.memory_bytes) if settings.metrics.enabled else None
+                            model_memory=registry.memory_bytes, cloud=CloudReference.from_settings(settings)
+                            ) if settings.metrics.enabled else None
     pipeline = build_pipeline(settings, registry, services, upstreams, metrics)
     return Runtime(settings, registry, services, upstreams, pipeline, owns_services=owns, metrics=metrics)
 

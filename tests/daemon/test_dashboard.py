@@ -10,7 +10,7 @@ import pytest
 
 from localllm.config import DEFAULT_MODEL
 from tests.conftest import make_settings
-from tests.daemon.test_metrics import scrape, value
+from tests.daemon.test_metrics import scrape, value, with_priced_cloud
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install "
@@ -52,7 +52,7 @@ async def open_page(playwright, url: str):
 async def test_the_dashboard_shows_what_metrics_says(make_client):
     from playwright.async_api import async_playwright
 
-    client = await make_client(make_settings(cache={"enabled": True}))
+    client = await make_client(with_priced_cloud(make_settings(cache={"enabled": True})))
     for n in (0, 1, 2, 0):  # the last is a cache hit
         assert (await client.post("/v1/chat/completions", json=ask(n))).status == 200
     samples = await scrape(client)
@@ -72,6 +72,11 @@ async def test_the_dashboard_shows_what_metrics_says(make_client):
             assert await page.text_content("#hit-rate") == "25%"  # 1 hit in 4 lookups
             assert await page.text_content("#on-device") == "100%"
             assert "(estimated)" in await page.text_content("#energy")
+            saved = value(samples, "localllm_cloud_equivalent_usd_total", priced_as="pricey")
+            assert saved > 0 and await page.text_content("#saved") == f"${saved:.4f}"
+            assert await page.text_content("#saved-label") == "saved against pricey"
+            cloud_wh = value(samples, "localllm_cloud_equivalent_energy_joules_total") / 3600
+            assert await page.text_content("#cloud-energy") == f"~{cloud_wh:.3f} Wh (estimated)"
             assert DEFAULT_MODEL in await page.text_content("#models")
             assert await page.text_content("#status") == "live"
             assert problems == []

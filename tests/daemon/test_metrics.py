@@ -14,9 +14,17 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from localllm.config import DEFAULT_MODEL
+from localllm.config import DEFAULT_MODEL, UpstreamSettings
 from localllm.store.database import open_database
 from tests.conftest import make_settings
+
+
+def with_priced_cloud(settings):
+    """A cloud upstream that only prices the local answers: nothing escalates to it, so it is never called."""
+    cloud = UpstreamSettings.model_validate({"name": "pricey", "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                             "trust": "cloud", "model": "big", "price_input_per_mtok": 2.5,
+                                             "price_output_per_mtok": 10.0})
+    return settings.model_copy(update={"upstreams": [cloud]})
 
 
 def ask(n: int) -> dict:
@@ -57,10 +65,26 @@ async def test_requests_tokens_latency_cache_and_state_are_counted(make_client):
     assert value(samples, "localllm_prompt_tokens_total", model=DEFAULT_MODEL) > 0
     assert value(samples, "localllm_time_to_first_token_seconds_count", route="local", model=DEFAULT_MODEL) == 3
     assert value(samples, "localllm_request_duration_seconds_count", route="cache", model=DEFAULT_MODEL) == 1
-    assert value(samples, "localllm_cache_lookups_total", outcome="miss") == 3
+    # "number 1" and "number 2" are close to the cached "number 0": the verifier turns them away
+    assert value(samples, "localllm_cache_lookups_total", outcome="miss") == 1
+    assert value(samples, "localllm_cache_lookups_total", outcome="rejected") == 2
     assert value(samples, "localllm_cache_lookups_total", outcome="hit") == 1
     assert value(samples, "localllm_queue_depth", model=DEFAULT_MODEL) == 0
     assert value(samples, "localllm_model_memory_bytes", model=DEFAULT_MODEL) > 100 * 2**20
+
+
+async def test_what_the_local_answers_would_have_cost_in_the_cloud(make_client):
+    client = await make_client(with_priced_cloud(make_settings(cache={"enabled": True})))
+    for n in (0, 1, 0):  # the last from the cache: saved as well
+        assert (await client.post("/v1/chat/completions", json=ask(n))).status == 200
+    samples = await scrape(client)
+    rows = list(open_database().query("SELECT prompt_tokens, completion_tokens FROM requests"))
+    expected_usd = sum(r["prompt_tokens"] * 2.5 + r["completion_tokens"] * 10.0 for r in rows) / 1e6
+    assert value(samples, "localllm_cloud_equivalent_usd_total", priced_as="pricey") == pytest.approx(expected_usd)
+    expected_joules = sum(r["completion_tokens"] for r in rows) * 0.6 / 1000 * 3600  # the default Wh per 1k
+    assert value(samples, "localllm_cloud_equivalent_energy_joules_total") == pytest.approx(expected_joules)
+    unpriced = await scrape(await make_client(make_settings()))  # no cloud upstream: nothing to price against
+    assert not any(name.startswith("localllm_cloud_equivalent_usd") for name, _ in unpriced)
 
 
 async def test_metrics_follow_the_apis_rules_and_can_be_off(make_client):

@@ -125,7 +125,7 @@ async function refresh() {
   const onDevice = sum(samples, "localllm_requests_total", (l) => l.status === "200" && (l.route === "local" ||
     l.route === "cache"));
   const hits = sum(samples, "localllm_cache_lookups_total", (l) => l.outcome === "hit");
-  const lookups = sum(samples, "localllm_cache_lookups_total", (l) => l.outcome === "hit" || l.outcome === "miss");
+  const lookups = sum(samples, "localllm_cache_lookups_total", (l) => l.outcome !== "bypass");
   const tokens = sum(samples, "localllm_tokens_generated_total");
   const joules = sum(samples, "localllm_energy_joules_total");
   const estimated = samples.some((s) => s.name === "localllm_energy_joules_total" && s.labels.source === "estimated");
@@ -136,6 +136,12 @@ async function refresh() {
   text("hit-rate", lookups ? Math.round(100 * hits / lookups) + "%" : "-");
   text("spend", "$" + sum(samples, "localllm_upstream_cost_usd_total").toFixed(4));
   text("energy", (joules / 3600).toFixed(3) + " Wh" + (estimated ? " (estimated)" : ""));
+  // What the answers served here would have cost from the first cloud upstream (absent without one).
+  const saved = samples.find((s) => s.name === "localllm_cloud_equivalent_usd_total");
+  text("saved", saved ? "$" + saved.value.toFixed(4) : "-");
+  text("saved-label", saved ? "saved against " + saved.labels.priced_as : "saved (no cloud upstream to price)");
+  const cloudJoules = samples.find((s) => s.name === "localllm_cloud_equivalent_energy_joules_total");
+  text("cloud-energy", cloudJoules ? "~" + (cloudJoules.value / 3600).toFixed(3) + " Wh (estimated)" : "-");
   rows("routes", Object.entries(byRoute).sort().map(([route, count]) => [route, String(count)]));
 
   if (previous) {
