@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from localllm.config import DEFAULT_MODEL, Settings
+from localllm.daemon.engine.energy import EnergyMeter
 from localllm.daemon.engine.llama_engine import GenerationJob
 from localllm.daemon.engine.model_registry import registry_for
 from localllm.daemon.http.server import resolve_model_file
-from localllm.daemon.engine.energy import EnergyMeter
 from localllm.daemon.pipeline.metrics import CloudReference, DaemonMetrics
 from localllm.decision.guard.scan import Finding
 from localllm.store.request_log import RequestRecord
