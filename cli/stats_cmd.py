@@ -78,7 +78,7 @@ def _echo_traffic(traffic: dict) -> None:
                    f"first token {_ms(ttft)}")
     energy = traffic["energy"]
     if energy:
-        label = "measured" if energy["sources"] == ["rapl"] else "estimated"
+        label = "measured" if all("estimated" not in source for source in energy["sources"]) else "estimated"
         click.echo(f"Energy ({label}): {energy['wh_per_1k_requests']} Wh per 1,000 requests, "
                    f"{energy['wh_per_1k_tokens']} Wh per 1,000 tokens")
         for title, key in (("prompt", "by_prompt_tokens"), ("answer", "by_answer_tokens")):

@@ -47,7 +47,7 @@ class RequestRecord:
     router_score: float | None = None
     sensitive: int | None = None
     energy_joules: float | None = None  # local generation: its share of the decode steps' energy
-    energy_source: str | None = None    # rapl (measured) | estimated
+    energy_source: str | None = None    # rapl (measured) | estimated, with "+nvml" when GPUs' counters are added
     prompt_text: str | None = None
     answer_text: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from localllm.daemon.engine.confidence import ConfidenceMeter
-from localllm.daemon.engine.energy import EnergyMeter
+from localllm.daemon.engine.energy import EnergyMeter, nvml_energy_counter
 from localllm.daemon.engine.llama_engine import GenerationJob, LlamaEngine
 from localllm.daemon.engine.sampler_chain import SamplerChain
 from localllm.daemon.engine.step_cost import StepCost
@@ -115,10 +115,12 @@ class BatchDecoder:
         # Prompt tokens taken from other sequences' cells rather than evaluated (for /health and tests).
         self.reused_tokens = 0
         self.step_cost = StepCost()
-        self.energy = EnergyMeter(engine.settings.threads, engine.settings.watts_per_core)
         # With a GPU backend llama_decode may return before the work is done (even with no layers
         # offloaded, large matmuls can go to the GPU): wait for it so steps are timed right.
         self._wait_for_decode = bool(llama_cpp.llama_supports_gpu_offload())
+        offloaded = self._wait_for_decode and engine.settings.gpu_layers != 0
+        self.energy = EnergyMeter(engine.settings.threads, engine.settings.watts_per_core,
+                                  gpu_millijoules=nvml_energy_counter() if offloaded else None)
         self._copied_streams = False  # a KV stream copy is pending in this step (its cost is not tokens')
         self._pack_all_prompts = engine.settings.prompt_packing == "all"
         if not self._pack_all_prompts:

@@ -6,12 +6,17 @@ microjoules at ``/sys/class/powercap/intel-rapl:N/energy_uj``; the counters wrap
 can read high on a shared machine. Where they are missing or unreadable (containers, VMs, ARM boards,
 non-root on newer kernels), a step is estimated: llama.cpp's threads are busy for the whole step, so
 its wall time x threads x ``metrics.watts_per_core``, and labelled ``estimated`` wherever it shows.
+
+With layers offloaded to NVIDIA GPUs, the GPUs' own energy counters (NVML's total energy consumption,
+Volta and later, through the official ``nvidia-ml-py`` bindings) are added, and the source says so
+(``rapl+nvml``, ``estimated+nvml``). Like RAPL they count the whole device, other work included.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -20,25 +25,53 @@ POWERCAP = Path("/sys/class/powercap")
 
 
 class EnergyMeter:
-    def __init__(self, threads: int, watts_per_core: float, powercap: Path = POWERCAP):
+    """``gpu_millijoules``: the GPUs' summed energy counter (``nvml_energy_counter()``), where layers are
+    offloaded to GPUs that report one; None otherwise."""
+
+    def __init__(self, threads: int, watts_per_core: float, powercap: Path = POWERCAP,
+                 gpu_millijoules: Callable[[], int] | None = None):
         self.threads, self.watts_per_core = threads, watts_per_core
         self._packages = _rapl_packages(powercap)
-        self.source = "rapl" if self._packages else "estimated"
+        self._gpu = gpu_millijoules
+        self.source = ("rapl" if self._packages else "estimated") + ("+nvml" if gpu_millijoules else "")
 
-    def start(self) -> tuple[float, list[int]]:
+    def start(self) -> tuple[float, list[int], int]:
         """A reading to pass to ``joules_since`` at the end of the step."""
-        return time.perf_counter(), [_read_uj(path) for path, _ in self._packages]
+        return (time.perf_counter(), [_read_uj(path) for path, _ in self._packages],
+                self._gpu() if self._gpu else 0)
 
-    def joules_since(self, reading: tuple[float, list[int]]) -> float:
-        started, counters = reading
+    def joules_since(self, reading: tuple[float, list[int], int]) -> float:
+        started, counters, gpu_before = reading
+        gpu = (self._gpu() - gpu_before) / 1e3 if self._gpu else 0.0
         wall = time.perf_counter() - started
         if not self._packages:
-            return wall * self.threads * self.watts_per_core
+            return wall * self.threads * self.watts_per_core + gpu
         total = 0
         for (path, wrap), before in zip(self._packages, counters, strict=True):
             after = _read_uj(path)
             total += after - before if after >= before else after + wrap - before
-        return total / 1e6
+        return total / 1e6 + gpu
+
+
+def nvml_energy_counter() -> Callable[[], int] | None:
+    """A function summing every NVIDIA GPU's energy counter (millijoules since the driver loaded), or None
+    where there is no NVML (no ``nvidia-ml-py``, no driver) or no GPU that counts energy (before Volta)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        for handle in handles:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except pynvml.NVMLError as error:
+        log.info("energy: no GPU energy counters (NVML: %s)", error)
+        return None
+    if not handles:
+        return None
+    log.info("energy: GPU energy from NVML on %d device(s)", len(handles))
+    return lambda: sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) for handle in handles)
 
 
 def _rapl_packages(powercap: Path) -> list[tuple[Path, int]]:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from localllm.cli.main import cli
 from localllm.config import DEFAULT_MODEL
-from localllm.daemon.engine.energy import EnergyMeter
+from localllm.daemon.engine.energy import EnergyMeter, nvml_energy_counter
 from localllm.store.database import open_database
 from tests.conftest import make_settings
 from tests.daemon.test_metrics import scrape, value
@@ -41,6 +41,27 @@ def test_without_rapl_a_step_is_estimated_from_its_time(tmp_path):
     reading = meter.start()
     joules = meter.joules_since(reading)
     assert 0 <= joules < 1  # microseconds at 10 W
+
+
+def test_gpu_counters_are_added_to_the_cpus_and_named_in_the_source(tmp_path):
+    """NVML's counter is millijoules; a stand-in function plays it here (this machine has no NVIDIA GPU)."""
+    gpu_mj = iter([1_000_000, 1_002_500])
+    root = powercap(tmp_path, {"intel-rapl:0": 100})
+    meter = EnergyMeter(threads=2, watts_per_core=10, powercap=root, gpu_millijoules=lambda: next(gpu_mj))
+    assert meter.source == "rapl+nvml"
+    reading = meter.start()
+    powercap(tmp_path, {"intel-rapl:0": 1_100})
+    assert meter.joules_since(reading) == pytest.approx(1_000 / 1e6 + 2.5)
+    estimated = EnergyMeter(threads=2, watts_per_core=10, powercap=tmp_path / "missing", gpu_millijoules=lambda: 7)
+    assert estimated.source == "estimated+nvml"
+
+
+def test_without_an_nvidia_driver_there_is_no_gpu_counter():
+    import ctypes.util
+
+    if ctypes.util.find_library("nvidia-ml"):
+        pytest.skip("an NVIDIA driver is installed: nothing to check about its absence")
+    assert nvml_energy_counter() is None
 
 
 async def test_each_local_answer_carries_its_energy_to_the_log_and_metrics(make_client, localllm_home):
