@@ -1,16 +1,18 @@
-"""Decides whether a new question asks the same thing as the cached one it is nearest to.
+"""Decides whether a new question asks the same thing as a cached one near it.
 
 Cosine similarity alone serves wrong answers: "capital of France" and "capital of
 Spain" sit at 0.8+, and half the near-duplicates on Quora differ in one decisive
 token (a number, a name, a "not", a unit, a year, a wh-word). The verifier turns a
 pair into a few dozen hand-built features (cosine, content-word overlap, mismatch
 flags per decisive class) and scores them with gradient-boosted trees trained on
-labelled pairs (``bench/train_cache_verifier.py``). The trees, the probability
-threshold and a cosine floor ship in ``assets/cache_verifier.json``.
+labelled pairs and generated near-misses (``bench/train_cache_verifier.py``). The
+trees, a table of operating points (threshold per wrong-hit share, measured out of
+fold with grouped cross-validation) and a cosine floor ship in
+``assets/cache_verifier.json``; ``cache.max_wrong_hit_share`` picks the point.
 
-Pure python + numpy: the trees are padded to complete binary trees so every
-tree is walked at once, one numpy step per level. The feature extraction below is
-shared by training and run time, so the two cannot drift.
+The trees are padded to complete binary trees so every tree is walked at once, one
+numpy step per level. The feature extraction below is shared by training and run
+time, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 ASSET = Path(__file__).parent / "assets" / "cache_verifier.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Words in any script (apostrophe contractions kept whole), numbers with their separators, and runs of
 # symbols that carry meaning in questions ("C++" vs "C#", "=" vs "==", "~").
@@ -215,16 +217,20 @@ def _question(text: str) -> Question:
 
 
 class DuplicateVerifier:
-    """Scores (cached question, new question, cosine) as the probability both ask the same thing."""
+    """Scores (cached question, new question, cosine) as the probability both ask the same thing.
 
-    def __init__(self, spec: dict):
+    ``max_wrong_hit_share``: the operating point, as the share of semantic hits that were wrong out of
+    fold on the training pairs; the strictest shipped point at or under it (None: the spec's default)."""
+
+    def __init__(self, spec: dict, max_wrong_hit_share: float | None = None):
         if spec.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"cache verifier format {spec.get('format_version')!r}, expected {FORMAT_VERSION}")
         if spec["feature_names"] != FEATURE_NAMES:
             raise ValueError("cache verifier was trained on different features; retrain it with "
                              "bench/train_cache_verifier.py")
         self.spec = spec
-        self.threshold = float(spec["threshold"])
+        self.operating_point = self._point(max_wrong_hit_share)
+        self.threshold = float(self.operating_point["threshold"])
         self.min_cosine = float(spec["min_cosine"])
         trees = spec["trees"]
         self._depth = int(trees["depth"])
@@ -237,9 +243,15 @@ class DuplicateVerifier:
         self._init = float(trees["init"])
         self._tree_start = np.arange(feature.shape[0], dtype=np.int64) * self._width
 
+    def _point(self, max_wrong_hit_share: float | None) -> dict:
+        points = sorted(self.spec["operating_points"], key=lambda p: p["max_wrong_hit_share"])
+        wanted = self.spec["default_wrong_hit_share"] if max_wrong_hit_share is None else max_wrong_hit_share
+        within = [p for p in points if p["max_wrong_hit_share"] <= wanted + 1e-9]
+        return within[-1] if within else points[0]
+
     @classmethod
-    def load_default(cls) -> DuplicateVerifier:
-        return cls(json.loads(ASSET.read_text(encoding="utf-8")))
+    def load_default(cls, max_wrong_hit_share: float | None = None) -> DuplicateVerifier:
+        return cls(json.loads(ASSET.read_text(encoding="utf-8")), max_wrong_hit_share)
 
     def raw_score(self, features: np.ndarray) -> np.ndarray:
         """Log-odds for a (pairs, features) matrix: every tree walked at once, one level per step."""
@@ -256,8 +268,13 @@ class DuplicateVerifier:
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.raw_score(features)))
 
+    def scores(self, cached_texts: list[str], new_text: str, cosines: list[float]) -> np.ndarray:
+        """Probabilities for several cached questions against one new one, in one pass of the trees."""
+        return self.score_features(np.asarray([pair_features(cached, new_text, float(cosine))
+                                               for cached, cosine in zip(cached_texts, cosines, strict=True)]))
+
     def score(self, cached_text: str, new_text: str, cosine: float) -> float:
-        return float(self.score_features(np.asarray([pair_features(cached_text, new_text, cosine)]))[0])
+        return float(self.scores([cached_text], new_text, [cosine])[0])
 
     def accepts(self, cached_text: str, new_text: str, cosine: float) -> bool:
         if cosine < self.min_cosine or math.isnan(cosine):

@@ -105,8 +105,7 @@ class SemanticCache:
     def _lookup_similar(self, namespace: str, scope: str, question: str, vector: np.ndarray,
                         touch: bool = True) -> SimilarLookup:
         now = time.time()
-        best: tuple[float, dict, float] | None = None
-        rejected = False
+        candidates: list[tuple[dict, float]] = []
         for entry_id, approx in self.index.nearest(namespace, scope, vector, CANDIDATES):
             if approx < self.verifier.min_cosine - 0.02:  # f16 graph distances are approximate
                 break
@@ -114,17 +113,18 @@ class SemanticCache:
             if row is None or not self._fresh(row, now):
                 continue
             cosine = float(unpack_vector(row["embedding"]) @ vector)
-            if cosine < self.verifier.min_cosine:
-                continue
-            score = self.verifier.score(row["question"], question, cosine)
-            if score < self.verifier.threshold:
-                rejected = True
-                continue
-            if best is None or score > best[0]:
-                best = (score, row, cosine)
-        if best is None:
-            return SimilarLookup(rejected=rejected)
-        return SimilarLookup(self._hit(best[1], best[2], "semantic", now, touch))
+            if cosine >= self.verifier.min_cosine:
+                candidates.append((row, cosine))
+        if not candidates:
+            return SimilarLookup()
+        # Every close candidate, not only the nearest: the same question is often the second neighbour.
+        scores = self.verifier.scores([row["question"] for row, _ in candidates], question,
+                                      [cosine for _, cosine in candidates])
+        best = int(np.argmax(scores))
+        if scores[best] < self.verifier.threshold:
+            return SimilarLookup(rejected=True)
+        row, cosine = candidates[best]
+        return SimilarLookup(self._hit(row, cosine, "semantic", now, touch))
 
     def _row(self, entry_id: int) -> dict | None:
         rows = list(self._db.query("SELECT * FROM cache_entries WHERE id = ?", [entry_id]))

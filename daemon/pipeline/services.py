@@ -162,7 +162,7 @@ async def start_cache(services: Services, settings: Settings) -> None:
     from localllm.store.semantic_cache import SemanticCache
 
     loop = asyncio.get_running_loop()
-    verifier = await loop.run_in_executor(None, DuplicateVerifier.load_default)
+    verifier = await loop.run_in_executor(None, DuplicateVerifier.load_default, settings.cache.max_wrong_hit_share)
     cache = SemanticCache(services.writer.path, services.writer, verifier, settings.cache,
                           services.embedder.dimensions)
     try:

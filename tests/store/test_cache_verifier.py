@@ -2,10 +2,9 @@
 
 Each rejection case checks two things: the decisive-token feature for its class fires, and the
 shipped verifier refuses the pair at the real cosine. The paraphrases below are ones the shipped
-verifier does accept; it is strict by design and refuses many looser ones (for instance
-"How do I learn Python quickly?" vs "What is the fastest way to learn Python?" scores about 0.76,
-under the threshold), because on the Quora data even small wording changes often mean a different
-question.
+verifier accepts at its default operating point (at most 5% of hits wrong out of fold); it is strict
+by design and refuses looser ones, because on the Quora data even small wording changes often mean a
+different question.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ PARAPHRASES = [
     ("How do I learn Python?", "How can I learn Python?"),
     ("What is the best way to learn Python?", "What's the best way to learn Python?"),
     ("How can I improve my English?", "How do I improve my English?"),
-    ("What are the best ways to lose weight?", "What is the best way to lose weight?"),
     ("What is the meaning of life?", "What's the meaning of life?"),
 ]
 
@@ -96,11 +94,37 @@ def test_decisive_flag_lowers_the_score(verifier):
         assert scores[1] <= scores[0], flag
 
 
-def test_score_is_symmetric_and_identical_text_passes(embedder, verifier):
+def test_either_question_may_be_the_cached_one(embedder, verifier):
     a, b = "How can I improve my English?", "How do I improve my English?"
     cos = cosine(embedder, a, b)
+    assert pair_features(a, b, cos) == pair_features(b, a, cos)
     assert verifier.score(a, b, cos) == pytest.approx(verifier.score(b, a, cos))
     assert verifier.accepts(a, a, 1.0)
+
+
+def test_several_candidates_score_as_each_alone(embedder, verifier):
+    new = "How do I learn Python?"
+    cached = ["How can I learn Python?", "How do I learn Java?", "What is Python?"]
+    cosines = [cosine(embedder, c, new) for c in cached]
+    together = verifier.scores(cached, new, cosines)
+    assert together == pytest.approx([verifier.score(c, new, x) for c, x in zip(cached, cosines)])
+
+
+def test_a_looser_operating_point_accepts_looser_paraphrases(embedder):
+    cached, new = "What are the best ways to lose weight?", "What is the best way to lose weight?"
+    cos = cosine(embedder, cached, new)
+    assert DuplicateVerifier.load_default(0.10).accepts(cached, new, cos)
+
+
+def test_operating_points_trade_recall_for_safety():
+    strict, default, loose = (DuplicateVerifier.load_default(share) for share in (0.02, None, 0.15))
+    assert strict.threshold >= default.threshold >= loose.threshold
+    points = {p["max_wrong_hit_share"]: p for p in default.spec["operating_points"]}
+    assert default.operating_point is points[default.spec["default_wrong_hit_share"]]
+    assert DuplicateVerifier.load_default(0.07).threshold == points[0.05]["threshold"]  # the strictest under 7%
+    assert DuplicateVerifier.load_default(0.01).threshold == points[min(points)]["threshold"]
+    recalls = [points[share]["out_of_fold"]["recall"] for share in sorted(points)]
+    assert recalls == sorted(recalls)
 
 
 def test_min_cosine_is_a_hard_floor(verifier):
@@ -114,7 +138,7 @@ def test_shipped_json_matches_the_code():
     spec = json.loads(ASSET.read_text(encoding="utf-8"))
     assert spec["format_version"] == FORMAT_VERSION
     assert spec["feature_names"] == FEATURE_NAMES
-    assert 0.5 < spec["threshold"] < 1.0
+    assert 0.0 < spec["threshold"] < 1.0
     assert 0.0 < spec["min_cosine"] < 1.0
     trees = spec["trees"]
     depth = trees["depth"]
@@ -123,6 +147,7 @@ def test_shipped_json_matches_the_code():
     assert all(len(row) == 2 ** depth for row in trees["leaf_value"])
     assert max(max(row) for row in trees["feature"]) < len(FEATURE_NAMES)
     assert "out_of_fold" in spec["validation"]
+    assert all(p["out_of_fold"]["near_miss_hit_rate"] <= 0.01 for p in spec["operating_points"])
     verifier = DuplicateVerifier(spec)
     assert verifier.threshold == spec["threshold"] and verifier.min_cosine == spec["min_cosine"]
 
