@@ -71,7 +71,18 @@ def nvml_energy_counter() -> Callable[[], int] | None:
     if not handles:
         return None
     log.info("energy: GPU energy from NVML on %d device(s)", len(handles))
-    return lambda: sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) for handle in handles)
+    last = [0]
+
+    def total_millijoules() -> int:
+        # A GPU that stops answering (reset, fallen off the bus) must not stop decoding: its last reading
+        # stands, so its energy stops counting until it answers again.
+        try:
+            last[0] = sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) for handle in handles)
+        except pynvml.NVMLError as error:
+            log.debug("energy: NVML read failed (%s)", error)
+        return last[0]
+
+    return total_millijoules
 
 
 def _rapl_packages(powercap: Path) -> list[tuple[Path, int]]:
