@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from near_miss_pairs import near_miss_pairs  # noqa: E402
 from train_cache_verifier import (  # noqa: E402
     DEFAULT_DATA,
-    _embeddings,
+    embeddings_of,
+    feature_matrix,
     load_pairs,
     pair_embeddings,
     wrong_share_and_recall,
@@ -78,7 +79,7 @@ def main() -> None:
 
     questions = sorted({r["text_a"] for r in rows} | {r["text_b"] for r in rows})
     near = random.Random(5).sample(near_miss_pairs(questions), args.near_misses)
-    near_a, near_b = _embeddings(f"near{args.near_misses}", near, args.embedder)
+    near_a, near_b = embeddings_of(f"near{args.near_misses}", near, args.embedder)
     near_cos = np.einsum("ij,ij->i", near_a, near_b)
     near_hits = (near_cos >= verifier.min_cosine) & (_pair_scores(verifier, near, near_cos) >= verifier.threshold)
 
@@ -114,10 +115,7 @@ def main() -> None:
 
 
 def _pair_scores(verifier: DuplicateVerifier, pairs: list[dict], cosines: np.ndarray) -> np.ndarray:
-    from localllm.store.cache_verifier import pair_features
-
-    return verifier.score_features(np.asarray([pair_features(p["text_a"], p["text_b"], float(c))
-                                               for p, c in zip(pairs, cosines)]))
+    return verifier.score_features(feature_matrix(pairs, cosines))
 
 
 if __name__ == "__main__":

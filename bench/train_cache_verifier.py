@@ -64,10 +64,10 @@ def load_pairs(path: Path) -> list[dict]:
 def pair_embeddings(path: Path, rows: list[dict], backend: str) -> tuple[np.ndarray, np.ndarray]:
     """(vectors of text_a, vectors of text_b), computed once per data file and backend and kept in /tmp."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return _embeddings(digest, rows, backend)
+    return embeddings_of(digest, rows, backend)
 
 
-def _embeddings(digest: str, rows: list[dict], backend: str) -> tuple[np.ndarray, np.ndarray]:
+def embeddings_of(digest: str, rows: list[dict], backend: str) -> tuple[np.ndarray, np.ndarray]:
     cache_a, cache_b = (Path(f"/tmp/qqp_emb_{backend}_{digest}_{side}.npy") for side in "ab")
     if cache_a.exists() and cache_b.exists():
         return np.load(cache_a), np.load(cache_b)
@@ -248,7 +248,7 @@ def main() -> None:
         generated = near_miss_pairs(questions, seed=SEED, pool=entity_pool(questions))
         near = random.Random(SEED).sample(generated, min(NEAR_MISSES, len(generated)))
     near_digest = hashlib.sha256("".join(p["text_b"] for p in near).encode()).hexdigest()[:12]
-    near_a, near_b = _embeddings(near_digest, near, args.embedder)
+    near_a, near_b = embeddings_of(near_digest, near, args.embedder)
     near_cosines = np.einsum("ij,ij->i", near_a, near_b)
     near_X = feature_matrix(near, near_cosines)
     if args.cross_encoder_oof:
@@ -310,13 +310,12 @@ def main() -> None:
         return  # an experiment: the daemon cannot run a cross-encoder yet
 
     model = fit(all_X[trains], all_y[trains])
-    default = next(p for p in points if p["max_wrong_hit_share"] == DEFAULT_POINT)
+    assert any(p["max_wrong_hit_share"] == DEFAULT_POINT for p in points)
     spec = {
         "format_version": FORMAT_VERSION,
         "model": "gradient-boosted trees (sklearn HistGradientBoostingClassifier, monotonic constraints), padded "
                  "to complete binary trees; log-odds = init + one leaf value per tree; right iff value > threshold",
         "feature_names": FEATURE_NAMES,
-        "threshold": default["threshold"],
         "default_wrong_hit_share": DEFAULT_POINT,
         "operating_points": points,
         "min_cosine": min_cosine,
@@ -327,7 +326,6 @@ def main() -> None:
         "validation": {
             "method": f"{args.folds}-fold GroupKFold, groups = connected components of questions (near-misses "
                       "with the question they were made from)",
-            "out_of_fold": default["out_of_fold"],
             "best_recall_at_wrong_hit_share": curve,
             "cosine_only_best_recall_at_wrong_hit_share": cos_curve,
             "cosine_baselines": baselines,

@@ -7,8 +7,9 @@ import json
 import click
 
 from localllm.cli.context import load_cli_settings, user_errors
+from localllm.config.upstreams import first_cloud_upstream
 from localllm.store.database import database_path, open_database
-from localllm.store.usage_stats import local_answers, savings_usd, traffic_summary, upstream_spend
+from localllm.store.usage_stats import cloud_energy_wh, local_answers, savings_usd, traffic_summary, upstream_spend
 
 
 @click.command()
@@ -20,8 +21,8 @@ from localllm.store.usage_stats import local_answers, savings_usd, traffic_summa
 def stats_command(days: int, price_as: str | None, as_json: bool) -> None:
     """Spend per upstream per day, and what the answers served locally would have cost in the cloud."""
     settings = load_cli_settings().settings
-    reference = next((u for u in settings.upstreams if (u.name == price_as if price_as else u.trust == "cloud")),
-                     None)
+    reference = (next((u for u in settings.upstreams if u.name == price_as), None) if price_as
+                 else first_cloud_upstream(settings.upstreams))
     if price_as and reference is None:
         raise click.ClickException(f"No upstream named {price_as!r} in the config.")
     if not database_path().exists():
@@ -59,7 +60,7 @@ def _cloud_comparison(local: list[dict], traffic: dict, reference, wh_per_1k_tok
     energy = traffic["energy"]
     return {"usd": round(sum(row["saved_usd"] for row in local), 6) if reference else None,
             "priced_as": reference.name if reference else None,
-            "cloud_wh_estimated": round(answer_tokens * wh_per_1k_tokens / 1000, 4),
+            "cloud_wh_estimated": round(cloud_energy_wh(answer_tokens, wh_per_1k_tokens), 4),
             "cloud_wh_per_1k_tokens": wh_per_1k_tokens,
             "cloud_wh_source": "metrics.cloud_wh_per_1k_tokens (default: Epoch AI's 2025 estimate for GPT-4o)",
             "local_wh": round(energy["wh_per_1k_requests"] * energy["requests"] / 1000, 4) if energy else None,

@@ -35,6 +35,11 @@ def cloud_cost_usd(prompt_tokens: int, answer_tokens: int, price_input_per_mtok:
     return (prompt_tokens * price_input_per_mtok + answer_tokens * price_output_per_mtok) / 1e6
 
 
+def cloud_energy_wh(answer_tokens: int, wh_per_1k_tokens: float) -> float:
+    """The cloud's estimated energy for these answer tokens (``metrics.cloud_wh_per_1k_tokens``)."""
+    return answer_tokens * wh_per_1k_tokens / 1000
+
+
 def savings_usd(row: dict, price_input_per_mtok: float, price_output_per_mtok: float) -> float:
     """What a day's local answers would have cost at a cloud upstream's prices."""
     return round(cloud_cost_usd(row["prompt_tokens"], row["completion_tokens"], price_input_per_mtok,

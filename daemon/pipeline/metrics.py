@@ -11,9 +11,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 
 from localllm.config.metrics import MetricsSettings
+from localllm.config.upstreams import first_cloud_upstream
 from localllm.decision.guard.scan import Finding
 from localllm.store.request_log import RequestRecord
-from localllm.store.usage_stats import cloud_cost_usd
+from localllm.store.usage_stats import cloud_cost_usd, cloud_energy_wh
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: first tokens on a CPU take tens of milliseconds to seconds, whole answers up to minutes.
@@ -34,7 +35,7 @@ class CloudReference:
 
     @classmethod
     def from_settings(cls, settings) -> CloudReference:
-        upstream = next((u for u in settings.upstreams if u.trust == "cloud"), None)
+        upstream = first_cloud_upstream(settings.upstreams)
         if upstream is None:
             return cls(settings.metrics.cloud_wh_per_1k_tokens)
         return cls(settings.metrics.cloud_wh_per_1k_tokens, upstream.name, upstream.price_input_per_mtok,
@@ -101,7 +102,7 @@ class DaemonMetrics:
         if self.cloud.upstream is not None:
             self.saved_usd.labels(self.cloud.upstream).inc(cloud_cost_usd(
                 prompt_tokens, answer_tokens, self.cloud.price_input_per_mtok, self.cloud.price_output_per_mtok))
-        self.saved_energy.inc(answer_tokens * self.cloud.wh_per_1k_tokens / 1000 * 3600)
+        self.saved_energy.inc(cloud_energy_wh(answer_tokens, self.cloud.wh_per_1k_tokens) * 3600)
 
     def observe_findings(self, findings: Sequence[Finding]) -> None:
         for finding in findings:

@@ -109,6 +109,11 @@ class UpstreamSettings(BaseModel):
         return list(self.base_urls) or [self.url]
 
 
+def first_cloud_upstream(upstreams: Iterable[UpstreamSettings]) -> UpstreamSettings | None:
+    """The upstream whose prices value the answers served on the device (`localllm stats`, /metrics)."""
+    return next((u for u in upstreams if u.trust == "cloud"), None)
+
+
 def check_unique_names(upstreams: Iterable[UpstreamSettings]) -> None:
     """Raise ValueError naming the first duplicate; for a validator on the Settings list."""
     seen: set[str] = set()

@@ -138,7 +138,8 @@ def test_shipped_json_matches_the_code():
     spec = json.loads(ASSET.read_text(encoding="utf-8"))
     assert spec["format_version"] == FORMAT_VERSION
     assert spec["feature_names"] == FEATURE_NAMES
-    assert 0.0 < spec["threshold"] < 1.0
+    assert {p["max_wrong_hit_share"] for p in spec["operating_points"]} >= {spec["default_wrong_hit_share"]}
+    assert all(0.0 < p["threshold"] < 1.0 for p in spec["operating_points"])
     assert 0.0 < spec["min_cosine"] < 1.0
     trees = spec["trees"]
     depth = trees["depth"]
@@ -146,10 +147,11 @@ def test_shipped_json_matches_the_code():
     assert all(len(row) == 2 ** depth - 1 for row in trees["feature"])
     assert all(len(row) == 2 ** depth for row in trees["leaf_value"])
     assert max(max(row) for row in trees["feature"]) < len(FEATURE_NAMES)
-    assert "out_of_fold" in spec["validation"]
+    assert "best_recall_at_wrong_hit_share" in spec["validation"]
     assert all(p["out_of_fold"]["near_miss_hit_rate"] <= 0.01 for p in spec["operating_points"])
     verifier = DuplicateVerifier(spec)
-    assert verifier.threshold == spec["threshold"] and verifier.min_cosine == spec["min_cosine"]
+    assert verifier.operating_point["max_wrong_hit_share"] == spec["default_wrong_hit_share"]
+    assert verifier.min_cosine == spec["min_cosine"]
 
 
 def test_rejects_a_spec_for_other_features():
