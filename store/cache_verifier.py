@@ -5,10 +5,14 @@ Spain" sit at 0.8+, and half the near-duplicates on Quora differ in one decisive
 token (a number, a name, a "not", a unit, a year, a wh-word). The verifier turns a
 pair into a few dozen hand-built features (cosine, content-word overlap, mismatch
 flags per decisive class) and scores them with gradient-boosted trees trained on
-labelled pairs and generated near-misses (``bench/train_cache_verifier.py``). The
-trees, a table of operating points (threshold per wrong-hit share, measured out of
-fold with grouped cross-validation) and a cosine floor ship in
-``assets/cache_verifier.json``; ``cache.max_wrong_hit_share`` picks the point.
+labelled pairs and generated near-misses (``bench/train_cache_verifier.py``). One more
+feature is the log-odds of a small cross-encoder that reads both questions at once
+(``cache_cross_encoder.py``): it catches paraphrases that share few words, which the
+hand-built features cannot, and roughly doubles the paraphrases served at the same
+wrong-hit share. The trees, a table of operating points (threshold per wrong-hit
+share, measured out of fold with grouped cross-validation), a cosine floor and the
+cross-encoder's file and sha256 ship in ``assets/``; ``cache.max_wrong_hit_share``
+picks the point.
 
 The trees are padded to complete binary trees so every tree is walked at once, one
 numpy step per level. The feature extraction below is shared by training and run
@@ -26,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from localllm.store.cache_cross_encoder import PairCrossEncoder
+
 ASSET = Path(__file__).parent / "assets" / "cache_verifier.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the cross-encoder's log-odds is the last feature
 
 # Words in any script (apostrophe contractions kept whole), numbers with their separators, and runs of
 # symbols that carry meaning in questions ("C++" vs "C#", "=" vs "==", "~").
@@ -113,10 +119,11 @@ def _stem(word: str) -> str:
 class Question:
     """What the features need from one question, computed once."""
 
-    __slots__ = ("words", "stems", "content", "bigrams", "numbers", "negations", "entities", "quoted", "units",
+    __slots__ = ("text", "words", "stems", "content", "bigrams", "numbers", "negations", "entities", "quoted", "units",
                  "dates", "wh", "comparatives", "persons", "modals", "trigrams", "question_marks")
 
     def __init__(self, text: str):
+        self.text = text
         matches = list(_WORD.finditer(text.replace("’", "'")))
         raw = [m.group() for m in matches]
         self.words = [w.lower() for w in raw]
@@ -209,6 +216,8 @@ FEATURE_NAMES = [
     "date_mismatch", "wh_mismatch", "wh_difference", "comparative_mismatch", "person_mismatch", "modal_mismatch",
     "antonym_split", "word_order_swap", "question_mark_difference",
 ]
+CROSS_ENCODER_FEATURE = "cross_encoder_logit"
+VERIFIER_FEATURES = FEATURE_NAMES + [CROSS_ENCODER_FEATURE]  # what the trees read, in order
 
 
 @lru_cache(maxsize=1024)
@@ -216,19 +225,28 @@ def _question(text: str) -> Question:
     return Question(text)
 
 
+@lru_cache(maxsize=4)
+def _cross_encoder(model_file: Path, sha256: str) -> PairCrossEncoder:
+    """One onnxruntime session per model file for the process (sessions are safe to share across threads)."""
+    return PairCrossEncoder(model_file, sha256=sha256)
+
+
 class DuplicateVerifier:
     """Scores (cached question, new question, cosine) as the probability both ask the same thing.
 
     ``max_wrong_hit_share``: the operating point, as the share of semantic hits that were wrong out of
-    fold on the training pairs; the strictest shipped point at or under it (None: the spec's default)."""
+    fold on the training pairs; the strictest shipped point at or under it (None: the spec's default).
+    ``assets``: where the spec's cross-encoder file lies."""
 
-    def __init__(self, spec: dict, max_wrong_hit_share: float | None = None):
+    def __init__(self, spec: dict, max_wrong_hit_share: float | None = None, assets: Path = ASSET.parent):
         if spec.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"cache verifier format {spec.get('format_version')!r}, expected {FORMAT_VERSION}")
-        if spec["feature_names"] != FEATURE_NAMES:
+            raise ValueError(f"cache verifier format {spec.get('format_version')!r}, expected {FORMAT_VERSION}: "
+                             "reinstall localllm, or retrain with bench/train_cache_verifier.py")
+        if spec["feature_names"] != VERIFIER_FEATURES:
             raise ValueError("cache verifier was trained on different features; retrain it with "
                              "bench/train_cache_verifier.py")
         self.spec = spec
+        self.cross_encoder = _cross_encoder(assets / spec["cross_encoder"]["file"], spec["cross_encoder"]["sha256"])
         self.operating_point = self._point(max_wrong_hit_share)
         self.threshold = float(self.operating_point["threshold"])
         self.min_cosine = float(spec["min_cosine"])
@@ -268,10 +286,39 @@ class DuplicateVerifier:
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.raw_score(features)))
 
+    def feature_matrix(self, pairs: list[tuple[str | Question, str | Question]], cosines) -> np.ndarray:
+        """The trees' input for (cached, new) pairs: the hand-built features, then the cross-encoder's
+        log-odds, all pairs through the cross-encoder in one batch."""
+        hand = np.asarray([pair_features(a, b, float(cosine)) for (a, b), cosine in zip(pairs, cosines, strict=True)],
+                          dtype=np.float64).reshape(len(pairs), len(FEATURE_NAMES))
+        texts = [(a if isinstance(a, str) else a.text, b if isinstance(b, str) else b.text) for a, b in pairs]
+        return np.c_[hand, self.cross_encoder.logits(texts).astype(np.float64)]
+
     def scores(self, cached_texts: list[str], new_text: str, cosines: list[float]) -> np.ndarray:
         """Probabilities for several cached questions against one new one, in one pass of the trees."""
-        return self.score_features(np.asarray([pair_features(cached, new_text, float(cosine))
-                                               for cached, cosine in zip(cached_texts, cosines, strict=True)]))
+        return self.score_features(self.feature_matrix([(cached, new_text) for cached in cached_texts], cosines))
+
+    def best_match(self, cached_texts: list[str], new_text: str, cosines: list[float]) -> tuple[int, float] | None:
+        """The candidate that scores highest, if it reaches the threshold: (index, probability); else None.
+
+        The same answer as ``scores`` and an argmax, for less: the trees are monotonic in the
+        cross-encoder's log-odds, so each candidate's score with that log-odds above every split is an upper bound
+        that costs no model run. Candidates whose bound is under the threshold (a different number,
+        name or "not") are never read by the cross-encoder, and the rest are read best bound first
+        until no bound can beat the best score found."""
+        hand = np.asarray([pair_features(cached, new_text, float(cosine))
+                           for cached, cosine in zip(cached_texts, cosines, strict=True)],
+                          dtype=np.float64).reshape(len(cached_texts), len(FEATURE_NAMES))
+        bounds = self.score_features(np.c_[hand, np.full(len(hand), 1e6)])  # above every split on it
+        best: tuple[int, float] | None = None
+        for i in np.argsort(-bounds, kind="stable"):
+            if bounds[i] < self.threshold or (best is not None and bounds[i] <= best[1]):
+                break
+            logit = self.cross_encoder.logits([(cached_texts[i], new_text)])[0]
+            score = float(self.score_features(np.r_[hand[i], logit][None, :])[0])
+            if score >= self.threshold and (best is None or score > best[1]):
+                best = (int(i), score)
+        return best
 
     def score(self, cached_text: str, new_text: str, cosine: float) -> float:
         return float(self.scores([cached_text], new_text, [cosine])[0])

@@ -118,12 +118,11 @@ class SemanticCache:
         if not candidates:
             return SimilarLookup()
         # Every close candidate, not only the nearest: the same question is often the second neighbour.
-        scores = self.verifier.scores([row["question"] for row, _ in candidates], question,
-                                      [cosine for _, cosine in candidates])
-        best = int(np.argmax(scores))
-        if scores[best] < self.verifier.threshold:
+        best = self.verifier.best_match([row["question"] for row, _ in candidates], question,
+                                        [cosine for _, cosine in candidates])
+        if best is None:
             return SimilarLookup(rejected=True)
-        row, cosine = candidates[best]
+        row, cosine = candidates[best[0]]
         return SimilarLookup(self._hit(row, cosine, "semantic", now, touch))
 
     def _row(self, entry_id: int) -> dict | None:

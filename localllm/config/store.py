@@ -28,8 +28,9 @@ class CacheSettings(Section):
     max_wrong_hit_share: float = Field(
         0.08, ge=0.01, le=0.5, description="How often a semantic hit may be a different question, as measured out "
         "of fold on Quora's labelled pairs: the verifier's operating point (the strictest shipped point at or "
-        "under it: 0.02, 0.03, 0.05, 0.08, 0.10, 0.15). Higher serves more paraphrases from the cache and more "
-        "wrong answers; BENCHMARKS.md has the curve. Exact repeats always hit.")
+        "under it: 0.05, 0.08, 0.10, 0.15; below 0.05, 0.05, the strictest the labels can judge). Higher serves "
+        "more paraphrases from the cache (about 6%, 19%, 30%, 49%) and more wrong answers; BENCHMARKS.md has "
+        "the curve. Exact repeats always hit.")
     ttl_s: float = Field(7 * 24 * 3600, gt=0, description="Seconds a cached answer stays valid.")
     max_entries: int = Field(100_000, ge=1, description="Entries kept; the least recently used go first.")
     allow_nondeterministic: bool = Field(

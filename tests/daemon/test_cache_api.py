@@ -171,7 +171,8 @@ async def test_least_recently_used_entries_are_evicted(make_client):
     await chat(client, "Name a fruit.", max_tokens=2)  # a hit: fruit is now the most recently used
     await chat(client, "Name a colour.", max_tokens=2)  # over the limit: vegetable goes
     assert (await chat(client, "Name a fruit.", max_tokens=2))[0]["X-LocalLLM-Cache"] == "hit"
-    assert (await chat(client, "Name a vegetable.", max_tokens=2))[0]["X-LocalLLM-Cache"] == "miss"
+    # Gone: not an exact hit. ("rejected" when fruit or colour is close enough for the verifier to refuse.)
+    assert (await chat(client, "Name a vegetable.", max_tokens=2))[0]["X-LocalLLM-Cache"] in {"miss", "rejected"}
 
 
 async def test_clear_endpoint_empties_only_the_callers_namespace(make_client):
