@@ -50,6 +50,15 @@ async def test_paraphrase_hits_but_a_different_number_does_not(make_client):
     assert headers["X-LocalLLM-Cache"] == "rejected"  # close, but the verifier saw the number
 
 
+async def test_a_paraphrase_in_other_words_hits(make_client):
+    """Few shared words: the verifier's cross-encoder reads both questions together."""
+    client = sdk(await make_client())
+    _, first = await chat(client, "How can I stop procrastinating?")
+    headers, again = await chat(client, "How do I overcome procrastination?")
+    assert headers["X-LocalLLM-Cache"] == "hit"
+    assert again.choices[0].message.content == first.choices[0].message.content
+
+
 @pytest.mark.parametrize("change", [
     {"system": "Answer like a pirate."},
     {"temperature": 0.0, "max_tokens": 13},
