@@ -2,8 +2,9 @@
 
 1. The local model's prefill (prompt perplexity, next-token entropy, the spread over the answer
    letters). Measured here: what one prefill with logits for every position costs on this machine,
-   against the router's 5 ms budget. The signal itself was not cross-validated: computing it for the
-   9,864 dev prompts would take about two hours on two cores at the rate printed.
+   against the router's 5 ms budget, on 40 dev prompts drawn from both benchmarks. The signal itself
+   was not cross-validated: computing it for the 9,864 dev prompts would take about 90 minutes on two
+   cores at the rate printed.
 2. GSM8K's strong-model solutions as an auxiliary target. The dev file holds GPT-4's and Mixtral's
    answers; a question whose solution is long or has many steps should be harder for the weak model.
    Printed: the APGR of the TRUE value of each (an oracle no router can have) and of its out-of-fold
@@ -130,9 +131,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     prompts = tr.load_prompts(args.data)
-    mmlu = [p.text for p in prompts if p.dataset == "mmlu"]
+    texts = [p.text for p in prompts]
     if args.model.exists():
-        prefill_cost(args.model, [mmlu[i] for i in np.random.default_rng(0).choice(len(mmlu), 40, replace=False)])
+        prefill_cost(args.model, [texts[i] for i in np.random.default_rng(0).choice(len(texts), 40, replace=False)])
     else:
         print(f"1. prefill cost: skipped ({args.model} is missing)")
     auxiliary_targets(args.data, prompts)

@@ -14,14 +14,17 @@ the hand-built pair features. Then one model on everything is exported the same 
     python bench/train_cache_cross_encoder.py --epochs 2 [--folds 3] [--work /tmp/localllm-cross-encoder]
                                               [--no-final] [--skip-cv]
 
-Needs the [torch] and [train] extras (PyTorch, transformers, onnx). Folds and the final model are kept in
-WORK, so an interrupted run picks up where it stopped. About 17 minutes per fold at two epochs on two
-cores, 26 for the final model.
+Needs the [torch] and [train] extras (PyTorch, transformers, onnx). Finished folds are kept in WORK with
+the settings they were trained with, so an interrupted run picks up where it stopped; a fold trained with
+other settings (epochs, learning rate, batch, near-miss ratio, data) is refused rather than mixed in. The
+final model is trained anew on every run without --no-final. About 17 minutes per fold at two epochs on
+two cores, 26 for the final model.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -112,6 +115,12 @@ def export_int8(model, tokenizer, path: Path) -> None:
     full.unlink()
 
 
+def settings_file(model_file: Path) -> Path:
+    """Where the settings a final model was trained with are kept, for train_cache_verifier.py to compare
+    with the folds' (the trees must be fitted to log-odds from models trained alike)."""
+    return model_file.with_suffix(".settings.json")
+
+
 SCORING = "both ways, one pair per run"  # how the fold files' scores were made; others are re-scored
 
 
@@ -124,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--threads", type=int, default=2)
@@ -157,6 +166,9 @@ def main() -> None:
         chosen = rng.sample(list(near_index), min(len(near_index), int(args.near_miss_ratio * len(pair_index))))
         return [rows[i] for i in pair_index] + [near[i] for i in chosen]
 
+    settings = json.dumps({"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "folds": args.folds,
+                           "near_miss_ratio": args.near_miss_ratio,
+                           "data_sha256": hashlib.sha256(args.data.read_bytes()).hexdigest()[:16]}, sort_keys=True)
     folds = list(GroupKFold(n_splits=args.folds, shuffle=True, random_state=SEED).split(rows, labels, groups))
     if not args.skip_cv:
         oof = np.full(len(rows), np.nan)
@@ -179,8 +191,11 @@ def main() -> None:
                 miss_scores = score(args.work / f"fold{k}.onnx", [(near[i]["text_a"], near[i]["text_b"])
                                                                    for i in near_test])
                 np.savez(done, test=test_idx, scores=pair_scores, near=np.array(near_test), near_scores=miss_scores,
-                         scoring=SCORING)
+                         scoring=SCORING, settings=settings)
             saved = dict(np.load(done))
+            if str(saved.get("settings", "")) != settings:
+                raise SystemExit(f"{done} was trained with other settings ({saved.get('settings', 'unrecorded')}; "
+                                 f"now {settings}): delete {args.work} or pass another --work")
             if str(saved.get("scoring", "")) != SCORING:  # a fold trained before the scoring changed
                 print(f"fold {k + 1}/{args.folds}: re-scoring with {args.work / f'fold{k}.onnx'}", file=sys.stderr)
                 saved["scores"] = score(args.work / f"fold{k}.onnx", [(rows[i]["text_a"], rows[i]["text_b"])
@@ -211,6 +226,7 @@ def main() -> None:
         print(f"final model: training on all {len(rows)} pairs + near-misses", file=sys.stderr)
         model, tokenizer = train(training_pairs(np.arange(len(rows)), np.arange(len(near))), args, SEED + 99)
         export_int8(model, tokenizer, args.output)
+        settings_file(args.output).write_text(settings + "\n", encoding="utf-8")
         print(f"wrote {args.output} ({args.output.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
 
 

@@ -269,6 +269,15 @@ def main() -> None:
     if stacked and not model_file.exists():
         raise SystemExit(f"no {model_file}: finish bench/train_cache_cross_encoder.py (its final model)")
     if stacked:
+        from train_cache_cross_encoder import settings_file
+
+        fold_settings = str(np.load(args.cross_encoder_oof / "fold0.npz").get("settings", "unrecorded"))
+        final_settings = (settings_file(model_file).read_text(encoding="utf-8").strip()
+                          if settings_file(model_file).exists() else "unrecorded")
+        if fold_settings != final_settings:
+            raise SystemExit(f"the folds in {args.cross_encoder_oof} ({fold_settings}) and {model_file} "
+                             f"({final_settings}) were trained differently: the trees would learn another model's "
+                             "log-odds. Retrain one of them with bench/train_cache_cross_encoder.py")
         saved = np.load(args.cross_encoder_oof / "oof.npz")
         if np.isnan(saved["logits"]).any():
             raise SystemExit(f"{args.cross_encoder_oof / 'oof.npz'} misses pairs: finish train_cache_cross_encoder.py")

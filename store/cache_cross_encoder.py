@@ -6,8 +6,8 @@ sharing every content word ask different ones. A cross-encoder can: both questio
 small transformer at once ("[CLS] cached [SEP] new [SEP]"), so every word of one attends to every
 word of the other, and one log-odds comes out. It is all-MiniLM-L6-v2 (the embedder's own weights,
 Apache-2.0) fine-tuned on the Quora pairs and generated near-misses by
-``bench/train_cache_cross_encoder.py``, exported to int8 ONNX (22 MiB, about 3 ms a pair on one
-core), and run here with the embedder's tokenizer. Its log-odds is one more feature of the
+``bench/train_cache_cross_encoder.py``, exported to int8 ONNX (22 MiB, about 8 ms a pair read both
+ways on one core), and run here with the embedder's tokenizer. Its log-odds is one more feature of the
 verifier's trees, which were trained on its out-of-fold log-odds (stacking), so the trees decide
 how far to trust it beside the decisive-token flags.
 

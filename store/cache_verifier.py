@@ -245,6 +245,10 @@ class DuplicateVerifier:
         if spec["feature_names"] != VERIFIER_FEATURES:
             raise ValueError("cache verifier was trained on different features; retrain it with "
                              "bench/train_cache_verifier.py")
+        if spec["trained_on"]["monotonic"].get(CROSS_ENCODER_FEATURE) != 1:
+            # best_match's upper bounds hold only if more cross-encoder confidence never lowers the score.
+            raise ValueError("cache verifier's trees are not monotonic in the cross-encoder's log-odds; retrain "
+                             "them with bench/train_cache_verifier.py")
         self.spec = spec
         self.cross_encoder = _cross_encoder(assets / spec["cross_encoder"]["file"], spec["cross_encoder"]["sha256"])
         self.operating_point = self._point(max_wrong_hit_share)
@@ -288,7 +292,7 @@ class DuplicateVerifier:
 
     def feature_matrix(self, pairs: list[tuple[str | Question, str | Question]], cosines) -> np.ndarray:
         """The trees' input for (cached, new) pairs: the hand-built features, then the cross-encoder's
-        log-odds, all pairs through the cross-encoder in one batch."""
+        log-odds (each pair read on its own, see ``PairCrossEncoder``)."""
         hand = np.asarray([pair_features(a, b, float(cosine)) for (a, b), cosine in zip(pairs, cosines, strict=True)],
                           dtype=np.float64).reshape(len(pairs), len(FEATURE_NAMES))
         texts = [(a if isinstance(a, str) else a.text, b if isinstance(b, str) else b.text) for a, b in pairs]
@@ -312,11 +316,12 @@ class DuplicateVerifier:
         bounds = self.score_features(np.c_[hand, np.full(len(hand), 1e6)])  # above every split on it
         best: tuple[int, float] | None = None
         for i in np.argsort(-bounds, kind="stable"):
-            if bounds[i] < self.threshold or (best is not None and bounds[i] <= best[1]):
+            if bounds[i] < self.threshold or (best is not None and bounds[i] < best[1]):
                 break
             logit = self.cross_encoder.logits([(cached_texts[i], new_text)])[0]
             score = float(self.score_features(np.r_[hand[i], logit][None, :])[0])
-            if score >= self.threshold and (best is None or score > best[1]):
+            # Ties go to the earlier candidate (the nearer one), as an argmax over ``scores`` would.
+            if score >= self.threshold and (best is None or score > best[1] or (score == best[1] and i < best[0])):
                 best = (int(i), score)
         return best
 

@@ -254,3 +254,11 @@ def test_decisive_differences_never_reach_the_cross_encoder(embedder):
     verifier.cross_encoder = counting = CountingCrossEncoder(verifier.cross_encoder)
     assert verifier.best_match(cached, new, [cosine(embedder, c, new) for c in cached]) is None
     assert counting.pairs == 0
+
+
+def test_trees_not_monotonic_in_the_cross_encoder_are_refused():
+    """best_match's skipping is exact only if more cross-encoder confidence never lowers a score."""
+    spec = json.loads(ASSET.read_text(encoding="utf-8"))
+    spec["trained_on"]["monotonic"]["cross_encoder_logit"] = 0
+    with pytest.raises(ValueError, match="not monotonic.*retrain"):
+        DuplicateVerifier(spec)
