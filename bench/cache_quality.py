@@ -31,7 +31,6 @@ from near_miss_pairs import near_miss_pairs  # noqa: E402
 from train_cache_verifier import (  # noqa: E402
     DEFAULT_DATA,
     embeddings_of,
-    feature_matrix,
     load_pairs,
     pair_embeddings,
     wrong_share_and_recall,
@@ -121,40 +120,25 @@ def main() -> None:
     unique = {t: i for i, t in enumerate(texts)}
     pool_texts, pool_vectors = list(unique), vectors[list(unique.values())]
     lookups, reads, offered = [], [], []
-    counting = _CountingCrossEncoder(verifier.cross_encoder)
-    verifier.cross_encoder = counting
     for i in random.Random(4).sample(range(len(rows)), 300):
         sims = pool_vectors @ vec_b[i]
         near = [j for j in np.argsort(-sims)[:5] if pool_texts[j] != rows[i]["text_b"]][:4]
         near = [j for j in near if sims[j] >= verifier.min_cosine]
         if not near:
             continue
-        before = counting.pairs
+        before = verifier.cross_encoder.pairs_read
         started = time.perf_counter()
         verifier.best_match([pool_texts[j] for j in near], rows[i]["text_b"], [float(sims[j]) for j in near])
         lookups.append(time.perf_counter() - started)
-        reads.append(counting.pairs - before)
+        reads.append(verifier.cross_encoder.pairs_read - before)
         offered.append(len(near))
     print(f"a lookup as the cache makes it (up to 4 nearest dev questions over min_cosine, {len(lookups)} "
           f"lookups): p50 {np.percentile(lookups, 50) * 1e3:.1f} ms, p99 {np.percentile(lookups, 99) * 1e3:.1f} ms; "
           f"the cross-encoder read {np.mean(reads):.2f} of {np.mean(offered):.2f} candidates a lookup")
 
 
-class _CountingCrossEncoder:
-    def __init__(self, inner):
-        self.inner, self.pairs = inner, 0
-
-    def logits(self, pairs):
-        self.pairs += len(pairs)
-        return self.inner.logits(pairs)
-
-
 def _pair_scores(verifier: DuplicateVerifier, pairs: list[dict], cosines: np.ndarray) -> np.ndarray:
-    """Hand features as training built them, the cross-encoder's log-odds in batches of 64."""
-    hand = feature_matrix(pairs, cosines)
-    logits = np.concatenate([verifier.cross_encoder.logits([(p["text_a"], p["text_b"]) for p in pairs[i:i + 64]])
-                             for i in range(0, len(pairs), 64)] or [np.zeros(0)])
-    return verifier.score_features(np.c_[hand, logits])
+    return verifier.score_features(verifier.feature_matrix([(p["text_a"], p["text_b"]) for p in pairs], cosines))
 
 
 if __name__ == "__main__":

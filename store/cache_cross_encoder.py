@@ -60,10 +60,12 @@ class PairCrossEncoder:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.enable_truncation(MAX_PAIR_TOKENS, strategy="longest_first")
         self._tokenizer.enable_padding()
+        self.pairs_read = 0  # for benchmarks and tests: how often the verifier could not skip the model
 
     def logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """One log-odds per (cached question, new question), symmetric in the two: > 0 leans "the same
         question"."""
+        self.pairs_read += len(pairs)
         return np.array([self._both_ways(a, b) for a, b in pairs], dtype=np.float32)
 
     def _both_ways(self, a: str, b: str) -> float:

@@ -119,11 +119,10 @@ def _stem(word: str) -> str:
 class Question:
     """What the features need from one question, computed once."""
 
-    __slots__ = ("text", "words", "stems", "content", "bigrams", "numbers", "negations", "entities", "quoted", "units",
+    __slots__ = ("words", "stems", "content", "bigrams", "numbers", "negations", "entities", "quoted", "units",
                  "dates", "wh", "comparatives", "persons", "modals", "trigrams", "question_marks")
 
     def __init__(self, text: str):
-        self.text = text
         matches = list(_WORD.finditer(text.replace("’", "'")))
         raw = [m.group() for m in matches]
         self.words = [w.lower() for w in raw]
@@ -290,13 +289,15 @@ class DuplicateVerifier:
     def score_features(self, features: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.raw_score(features)))
 
-    def feature_matrix(self, pairs: list[tuple[str | Question, str | Question]], cosines) -> np.ndarray:
+    @staticmethod
+    def _hand_features(pairs: list[tuple[str, str]], cosines) -> np.ndarray:
+        return np.asarray([pair_features(a, b, float(cosine)) for (a, b), cosine in zip(pairs, cosines, strict=True)],
+                          dtype=np.float64).reshape(len(pairs), len(FEATURE_NAMES))
+
+    def feature_matrix(self, pairs: list[tuple[str, str]], cosines) -> np.ndarray:
         """The trees' input for (cached, new) pairs: the hand-built features, then the cross-encoder's
         log-odds (each pair read on its own, see ``PairCrossEncoder``)."""
-        hand = np.asarray([pair_features(a, b, float(cosine)) for (a, b), cosine in zip(pairs, cosines, strict=True)],
-                          dtype=np.float64).reshape(len(pairs), len(FEATURE_NAMES))
-        texts = [(a if isinstance(a, str) else a.text, b if isinstance(b, str) else b.text) for a, b in pairs]
-        return np.c_[hand, self.cross_encoder.logits(texts).astype(np.float64)]
+        return np.c_[self._hand_features(pairs, cosines), self.cross_encoder.logits(pairs).astype(np.float64)]
 
     def scores(self, cached_texts: list[str], new_text: str, cosines: list[float]) -> np.ndarray:
         """Probabilities for several cached questions against one new one, in one pass of the trees."""
@@ -306,13 +307,11 @@ class DuplicateVerifier:
         """The candidate that scores highest, if it reaches the threshold: (index, probability); else None.
 
         The same answer as ``scores`` and an argmax, for less: the trees are monotonic in the
-        cross-encoder's log-odds, so each candidate's score with that log-odds above every split is an upper bound
-        that costs no model run. Candidates whose bound is under the threshold (a different number,
-        name or "not") are never read by the cross-encoder, and the rest are read best bound first
-        until no bound can beat the best score found."""
-        hand = np.asarray([pair_features(cached, new_text, float(cosine))
-                           for cached, cosine in zip(cached_texts, cosines, strict=True)],
-                          dtype=np.float64).reshape(len(cached_texts), len(FEATURE_NAMES))
+        cross-encoder's log-odds, so each candidate's score with that log-odds above every split is an
+        upper bound that costs no model run. Candidates whose bound is under the threshold (usually a
+        different number, name or "not") are never read by the cross-encoder, and the rest are read best
+        bound first until no bound can beat the best score found."""
+        hand = self._hand_features([(cached, new_text) for cached in cached_texts], cosines)
         bounds = self.score_features(np.c_[hand, np.full(len(hand), 1e6)])  # above every split on it
         best: tuple[int, float] | None = None
         for i in np.argsort(-bounds, kind="stable"):

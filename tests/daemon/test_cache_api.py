@@ -59,6 +59,16 @@ async def test_a_paraphrase_in_other_words_hits(make_client):
     assert again.choices[0].message.content == first.choices[0].message.content
 
 
+@pytest.mark.parametrize(("share", "outcome"), [(None, "rejected"), (0.15, "hit")])
+async def test_the_operating_point_setting_trades_recall_for_safety(make_client, share, outcome):
+    """`cache.max_wrong_hit_share`: a looser paraphrase is refused at the default (8%), served at 15%."""
+    settings = make_settings(cache={} if share is None else {"max_wrong_hit_share": share})
+    client = sdk(await make_client(settings))
+    await chat(client, "How can I lose weight quickly?")
+    headers, _ = await chat(client, "What is the fastest way to lose weight?")
+    assert headers["X-LocalLLM-Cache"] == outcome
+
+
 @pytest.mark.parametrize("change", [
     {"system": "Answer like a pirate."},
     {"temperature": 0.0, "max_tokens": 13},
