@@ -9,9 +9,10 @@ Then the SHIPPED verifier (trained on this very file, so in-sample and optimisti
 project's measurement: question A is cached, then B is sent in the same namespace, so A is the only
 candidate; B is a hit iff the verifier accepts (A, B) at their cosine. Beside it: cosine-only
 baselines (GPTCache style) at 0.90 and 0.95, the near-miss hit rate on near-misses generated from the
-dev questions (``near_miss_pairs.py``), and the verifier's cost per pair (features, cross-encoder on one
-thread and trees, one pair per call as a lookup with one candidate makes it, and four candidates in one
-call; embeddings excluded).
+dev questions (``near_miss_pairs.py``), the same for direction words the verifier never trained on
+(split by whether WordNet's opposites list covers the pair), and the verifier's cost per pair
+(features, cross-encoder on one thread and trees, one pair per call as a lookup with one candidate makes
+it, and four candidates in one call; embeddings excluded).
 
     python bench/cache_quality.py [--data PATH] [--embedder sentence-transformers|onnx] [--near-misses 2000]
 """
@@ -19,6 +20,7 @@ call; embeddings excluded).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import sys
 import time
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from near_miss_pairs import near_miss_pairs  # noqa: E402
+from near_miss_pairs import near_miss_pairs, unseen_direction_pairs  # noqa: E402
 from train_cache_verifier import (  # noqa: E402
     DEFAULT_DATA,
     embeddings_of,
@@ -36,7 +38,7 @@ from train_cache_verifier import (  # noqa: E402
     wrong_share_and_recall,
 )
 
-from localllm.store.cache_verifier import DuplicateVerifier  # noqa: E402
+from localllm.store.cache_verifier import FEATURE_NAMES, DuplicateVerifier, pair_features  # noqa: E402
 
 
 def print_cross_validation(spec: dict) -> None:
@@ -92,6 +94,20 @@ def main() -> None:
     for cut in (0.90, 0.95):
         share, recall, n = wrong_share_and_recall(cosines >= cut, labels)
         print(f"  {f'cosine >= {cut:.2f}':24} {share:16.2%} {recall:8.2%} {n:7d} {(near_cos >= cut).mean():15.2%}")
+
+    # Direction words outside the training list: the words are held out even though the questions are not.
+    unseen = unseen_direction_pairs(questions)
+    digest = hashlib.sha256("\n".join(p["text_b"] for p in unseen).encode()).hexdigest()[:12]
+    unseen_a, unseen_b = embeddings_of(f"unseen{digest}", unseen, args.embedder)
+    unseen_cos = np.einsum("ij,ij->i", unseen_a, unseen_b)
+    unseen_scores = _pair_scores(verifier, unseen, unseen_cos)
+    unseen_hits = (unseen_cos >= verifier.min_cosine) & (unseen_scores >= verifier.threshold)
+    lexicon = FEATURE_NAMES.index("lexicon_antonym_split")
+    covered = np.array([pair_features(p["text_a"], p["text_b"], 0.0)[lexicon] > 0 for p in unseen])
+    print(f"\nnear-misses with direction words never trained on ({len(unseen)}, bench/near_miss_pairs.py "
+          f"UNSEEN_DIRECTIONS): verifier hits {unseen_hits.mean():.2%}; WordNet's opposites cover "
+          f"{covered.mean():.1%} of them, hits {unseen_hits[covered].mean():.2%} there and "
+          f"{unseen_hits[~covered].mean():.2%} elsewhere; cosine >= 0.90 hits {(unseen_cos >= 0.90).mean():.2%}")
 
     # Cost per pair as a lookup with one close candidate pays it.
     sample = random.Random(3).sample(list(checked), min(300, len(checked)))

@@ -8,6 +8,11 @@ Four kinds, one change each, made from real questions:
   negation   the first auxiliary negated or un-negated ("can" -> "can't", "isn't" -> "is")
   direction  a direction word swapped for its opposite (best/worst, buy/sell, before/after, ...)
 
+``unseen_direction_pairs(questions)`` makes direction near-misses from a second list of opposites
+(possible/impossible, top/bottom, ask/answer, ...) that shares no word with the first. The verifier and its
+cross-encoder are trained on near-misses from the first list only, so these test whether they learned
+"an opposite changes the question" or only the words they were shown.
+
 Deterministic for a seed. ``near_miss_pairs(questions)`` gives at most one pair per question, so
 questions held out by group give held-out near-misses.
 
@@ -37,6 +42,24 @@ DIRECTIONS = [tuple(p.split("/")) for p in (
     "encrypt/decrypt upload/download uploading/downloading send/receive sending/receiving lend/borrow "
     "teacher/student employer/employee debit/credit").split()]
 _DIRECTION = {a: b for a, b in DIRECTIONS} | {b: a for a, b in DIRECTIONS}
+# Never used for training: no word here is in DIRECTIONS.
+UNSEEN_DIRECTIONS = [tuple(p.split("/")) for p in (
+    "possible/impossible allowed/banned allow/forbid ask/answer asked/answered top/bottom give/take gave/took "
+    "given/taken always/never push/pull enter/exit arrive/leave arrival/departure accept/reject "
+    "accepted/rejected agree/disagree include/exclude including/excluding success/failure "
+    "successful/unsuccessful pass/fail passed/failed happy/sad happiest/saddest summer/winter "
+    "day/night morning/evening thick/thin wide/narrow deep/shallow longest/shortest longer/shorter "
+    "teach/learn teaching/learning buyer/seller hire/fire hiring/firing cause/effect causes/effects "
+    "attack/defend offense/defense friend/enemy friends/enemies strength/weakness strengths/weaknesses "
+    "remember/forget appear/disappear visible/invisible honest/dishonest ethical/unethical healthy/unhealthy "
+    "normal/abnormal common/rare natural/artificial mental/physical internal/external front/back "
+    "forward/backward parent/child parents/children king/queen brother/sister uncle/aunt sunrise/sunset "
+    "birth/death alive/dead war/peace ancient/modern past/future beginning/end beginner/expert "
+    "amateur/professional full/empty wet/dry clean/dirty optimistic/pessimistic introvert/extrovert "
+    "introverts/extroverts capitalism/socialism profit/loss profits/losses assets/liabilities supply/demand "
+    "vertical/horizontal odd/even rural/urban domestic/foreign local/global majority/minority "
+    "freezing/boiling inflation/deflation").split()]
+_UNSEEN_DIRECTION = {a: b for a, b in UNSEEN_DIRECTIONS} | {b: a for a, b in UNSEEN_DIRECTIONS}
 NUMBER_WORDS = "two three four five six seven eight nine ten eleven twelve".split()
 _CONTRACTED = {"isn't": "is", "aren't": "are", "wasn't": "was", "weren't": "were", "can't": "can",
                "couldn't": "could", "shouldn't": "should", "wouldn't": "would", "won't": "will", "doesn't": "does",
@@ -95,10 +118,10 @@ def _negation(question: str) -> str | None:
     return None
 
 
-def _direction(question: str) -> str | None:
+def _direction(question: str, opposites: dict[str, str] = _DIRECTION) -> str | None:
     for match in _TOKEN.finditer(question):
         word = match.group()
-        opposite = _DIRECTION.get(word.lower())
+        opposite = opposites.get(word.lower())
         if opposite:
             opposite = opposite.replace("_", " ")
             return _replace(question, match, opposite.capitalize() if word[0].isupper() else opposite)
@@ -145,6 +168,16 @@ def near_miss_pairs(questions: list[str], seed: int = 7, pool: list[str] | None 
     return pairs
 
 
+def unseen_direction_pairs(questions: list[str]) -> list[dict]:
+    """Direction near-misses from UNSEEN_DIRECTIONS, at most one per question, kind "unseen direction"."""
+    pairs = []
+    for question in questions:
+        changed = _direction(question, _UNSEEN_DIRECTION)
+        if changed and changed != question:
+            pairs.append({"text_a": question, "text_b": changed, "label": 0, "kind": "unseen direction"})
+    return pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path,
@@ -158,7 +191,9 @@ def main() -> None:
     for pair in pairs:
         by_kind[pair["kind"]] = by_kind.get(pair["kind"], 0) + 1
     print(f"{len(pairs)} near-misses from {len(questions)} questions: {by_kind}")
-    for pair in random.Random(1).sample(pairs, args.limit):
+    unseen = unseen_direction_pairs(questions)
+    print(f"{len(unseen)} near-misses with direction words never trained on")
+    for pair in random.Random(1).sample(pairs, args.limit) + random.Random(1).sample(unseen, args.limit // 2):
         print(f"  [{pair['kind']}] {pair['text_a']}\n  {' ' * (len(pair['kind']) + 2)} {pair['text_b']}")
 
 

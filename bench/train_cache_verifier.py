@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from near_miss_pairs import entity_pool, near_miss_pairs  # noqa: E402
 
+from localllm.store.antonym_lexicon import LEXICON_FILE, load_lexicon  # noqa: E402
 from localllm.store.cache_cross_encoder import file_sha256  # noqa: E402
 from localllm.store.cache_verifier import (  # noqa: E402
     ASSET,
@@ -64,7 +65,7 @@ MONOTONIC = {
     "unmatched_min": -1, "unmatched_max": -1, "number_mismatch": -1, "negation_mismatch": -1,
     "entity_mismatches": -1, "quote_mismatch": -1, "unit_mismatch": -1, "date_mismatch": -1, "wh_mismatch": -1,
     "wh_difference": -1, "comparative_mismatch": -1, "person_mismatch": -1, "antonym_split": -1,
-    "word_order_swap": -1, "cross_encoder_logit": 1,
+    "word_order_swap": -1, "lexicon_antonym_split": -1, "cross_encoder_logit": 1,
 }
 SPLIT_INF = 1e30  # padding splits that always go left
 CURVE_POINTS = (0.01, 0.02, 0.03, 0.05, 0.08, 0.10, 0.15)
@@ -370,6 +371,8 @@ def main() -> None:
                           "base": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), fine-tuned by "
                                   "bench/train_cache_cross_encoder.py, int8 ONNX",
                           "out_of_fold_folds": int(saved["fold"].max()) + 1},
+        "antonym_lexicon": {"file": LEXICON_FILE.name, "sha256": load_lexicon().sha256, "pairs": len(load_lexicon()),
+                            "source": "WordNet 3.1 antonyms, bench/build_antonym_lexicon.py"},
         "default_wrong_hit_share": DEFAULT_POINT,
         "operating_points": points,
         "min_cosine": min_cosine,

@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from localllm.store.antonym_lexicon import load_lexicon
 from localllm.store.cache_cross_encoder import PairCrossEncoder
 
 ASSET = Path(__file__).parent / "assets" / "cache_verifier.json"
-FORMAT_VERSION = 3  # 3: the cross-encoder's log-odds is the last feature
+FORMAT_VERSION = 4  # 3: the cross-encoder's log-odds is the last feature; 4: WordNet's opposites
 
 # Words in any script (apostrophe contractions kept whole), numbers with their separators, and runs of
 # symbols that carry meaning in questions ("C++" vs "C#", "=" vs "==", "~").
@@ -169,6 +170,10 @@ def _antonym_split(a: Question, b: Question) -> float:
     return float(any(pair & only_a and pair & only_b for pair in ANTONYMS))
 
 
+def _lexicon_antonym_split(a: Question, b: Question) -> float:
+    return float(load_lexicon().split(set(a.stems) - set(b.stems), set(b.stems) - set(a.stems)))
+
+
 def pair_features(cached: str | Question, new: str | Question, cosine: float) -> list[float]:
     """The feature vector of one pair, in the order of FEATURE_NAMES. Symmetric in the two questions:
     either may be the one cached, so the score must not depend on which."""
@@ -205,6 +210,7 @@ def pair_features(cached: str | Question, new: str | Question, cosine: float) ->
         _antonym_split(a, b),
         float(a.content == b.content and a.stems != b.stems and sorted(a.stems) == sorted(b.stems)),
         float(abs(a.question_marks - b.question_marks)),
+        _lexicon_antonym_split(a, b),
     ]
 
 
@@ -213,7 +219,7 @@ FEATURE_NAMES = [
     "unmatched_max", "longest_unmatched_word", "length_ratio", "length_difference", "content_words_min",
     "number_mismatch", "negation_mismatch", "entity_mismatches", "quote_mismatch", "unit_mismatch",
     "date_mismatch", "wh_mismatch", "wh_difference", "comparative_mismatch", "person_mismatch", "modal_mismatch",
-    "antonym_split", "word_order_swap", "question_mark_difference",
+    "antonym_split", "word_order_swap", "question_mark_difference", "lexicon_antonym_split",
 ]
 CROSS_ENCODER_FEATURE = "cross_encoder_logit"
 VERIFIER_FEATURES = FEATURE_NAMES + [CROSS_ENCODER_FEATURE]  # what the trees read, in order
@@ -248,6 +254,10 @@ class DuplicateVerifier:
             # best_match's upper bounds hold only if more cross-encoder confidence never lowers the score.
             raise ValueError("cache verifier's trees are not monotonic in the cross-encoder's log-odds; retrain "
                              "them with bench/train_cache_verifier.py")
+        if load_lexicon().sha256 != spec["antonym_lexicon"]["sha256"]:
+            # The trees learned what the opposites feature means with one exact word list.
+            raise ValueError("the cache verifier's word list (store/assets/antonyms.tsv) is not the one its trees "
+                             "were trained with; reinstall localllm, or retrain with bench/train_cache_verifier.py")
         self.spec = spec
         self.cross_encoder = _cross_encoder(assets / spec["cross_encoder"]["file"], spec["cross_encoder"]["sha256"])
         self.operating_point = self._point(max_wrong_hit_share)

@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
+from localllm.store.antonym_lexicon import LEXICON_FILE, AntonymLexicon, load_lexicon
 from localllm.store.cache_cross_encoder import file_sha256
 from localllm.store.cache_verifier import (
     ASSET,
@@ -54,10 +55,11 @@ PARAPHRASES = [
     ("What is the best way to learn Python?", "What's the best way to learn Python?"),
     ("How can I improve my English?", "How do I improve my English?"),
     ("What is the meaning of life?", "What's the meaning of life?"),
-    # Few shared words: the hand-built features alone refused the first two (scores 0.80 and 0.75, at a
-    # threshold of 0.88); the cross-encoder reads them as the same question.
+    # Few shared words: the hand-built features alone refused the first one (score 0.80 at a threshold of
+    # 0.88); the cross-encoder reads these as the same question.
     ("How can I improve my English speaking skills?", "How do I improve my spoken English?"),
-    ("How can I stop procrastinating?", "How do I overcome procrastination?"),
+    ("How do I get rid of acne?", "How can I get rid of pimples?"),
+    ("How can I improve my memory?", "How do I get a better memory?"),
     ("Is it safe to eat raw eggs?", "Can you safely eat raw eggs?"),
 ]
 
@@ -89,6 +91,10 @@ DECISIVE = [
     ("How is Apple better than Samsung?", "How is Samsung better than Apple?", "word_order_swap"),
     ("What is the difference between C and C++?", "What is the difference between C++ and C#?", "unmatched_max"),
     ("How can I lose weight quickly?", "How can I gain weight quickly?", "antonym_split"),
+    # Opposites the hand list lacks, from WordNet (store/assets/antonyms.tsv).
+    ("Is backward time travel possible?", "Is backward time travel impossible?", "lexicon_antonym_split"),
+    ("What is at the top of the ocean?", "What is at the bottom of the ocean?", "lexicon_antonym_split"),
+    ("Why is it good to be an introvert?", "Why is it good to be an extrovert?", "lexicon_antonym_split"),
 ]
 
 
@@ -105,7 +111,7 @@ def test_decisive_flag_lowers_the_score(verifier):
     base = features("Is coffee bad for you?", "Is coffee bad for you?", 0.97) | {"cross_encoder_logit": 2.0}
     assert list(base) == VERIFIER_FEATURES
     for flag in ("number_mismatch", "negation_mismatch", "quote_mismatch", "unit_mismatch", "date_mismatch",
-                 "wh_mismatch", "comparative_mismatch", "word_order_swap"):
+                 "wh_mismatch", "comparative_mismatch", "word_order_swap", "lexicon_antonym_split"):
         flagged = dict(base, **{flag: 1.0})
         scores = verifier.score_features(np.array([list(base.values()), list(flagged.values())]))
         assert scores[1] <= scores[0], flag
@@ -138,14 +144,17 @@ def test_the_cross_encoder_reads_meaning_not_shared_words(verifier):
     """It ranks a paraphrase that shares few words above pairs that share almost all of theirs but ask
     something else; the trees' decisive-word flags do the rest (test_rejects_decisive_differences)."""
     paraphrase, gain, spain = verifier.cross_encoder.logits([
-        ("How can I stop procrastinating?", "How do I overcome procrastination?"),
+        ("How do I get rid of acne?", "How can I get rid of pimples?"),
         ("How can I lose weight quickly?", "How can I gain weight quickly?"),
         ("What is the capital of France?", "What is the capital of Spain?")])
     assert paraphrase > 2.0 and paraphrase > gain and spain < 0, (paraphrase, gain, spain)
 
 
-def test_a_looser_operating_point_accepts_looser_paraphrases(embedder):
-    cached, new = "What are the best ways to lose weight?", "What is the best way to lose weight?"
+@pytest.mark.parametrize(("cached", "new"), [
+    ("What are the best ways to lose weight?", "What is the best way to lose weight?"),
+    ("How can I stop procrastinating?", "How do I overcome procrastination?"),  # 0.873 at a default of 0.880
+])
+def test_a_looser_operating_point_accepts_looser_paraphrases(embedder, cached, new):
     cos = cosine(embedder, cached, new)
     assert DuplicateVerifier.load_default(0.10).accepts(cached, new, cos)
 
@@ -186,6 +195,8 @@ def test_shipped_json_matches_the_code():
     assert max(max(row) for row in trees["feature"]) == len(VERIFIER_FEATURES) - 1  # the trees read the logit
     assert "best_recall_at_wrong_hit_share" in spec["validation"]
     assert all(p["out_of_fold"]["near_miss_hit_rate"] <= 0.01 for p in spec["operating_points"])
+    assert spec["antonym_lexicon"]["sha256"] == load_lexicon().sha256
+    assert spec["antonym_lexicon"]["pairs"] == len(load_lexicon())
     verifier = DuplicateVerifier(spec)
     assert verifier.operating_point["max_wrong_hit_share"] == spec["default_wrong_hit_share"]
     assert verifier.min_cosine == spec["min_cosine"]
@@ -209,6 +220,24 @@ def test_a_damaged_cross_encoder_is_refused_with_a_way_out(tmp_path):
     model.unlink()
     with pytest.raises(ValueError, match="missing: reinstall localllm"):
         DuplicateVerifier(spec, assets=tmp_path)
+
+
+def test_the_opposites_list_holds_inflected_and_irregular_forms():
+    lexicon = load_lexicon()
+    assert len(lexicon) > 5000
+    for a, b in (("possible", "impossible"), ("sold", "bought"), ("gave", "took"), ("top", "bottom")):
+        assert lexicon.split({a}, {b}) and lexicon.split({b}, {a}), (a, b)
+    assert not lexicon.split({"top"}, {"top", "ocean"}) and not lexicon.split(set(), {"bottom"})
+    assert not lexicon.split({"offer"}, {"on"})  # "off"+"er" is a word of its own, not a comparative
+
+
+def test_a_different_opposites_list_is_refused_with_a_way_out(tmp_path):
+    spec = json.loads(ASSET.read_text(encoding="utf-8"))
+    spec["antonym_lexicon"]["sha256"] = "0" * 64
+    with pytest.raises(ValueError, match="antonyms.tsv.*reinstall localllm, or retrain"):
+        DuplicateVerifier(spec)
+    with pytest.raises(ValueError, match="cannot be read.*reinstall localllm"):
+        AntonymLexicon(tmp_path / LEXICON_FILE.name)
 
 
 CANDIDATE_SETS = [
