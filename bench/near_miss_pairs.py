@@ -9,9 +9,10 @@ Four kinds, one change each, made from real questions:
   direction  a direction word swapped for its opposite (best/worst, buy/sell, before/after, ...)
 
 ``unseen_direction_pairs(questions)`` makes direction near-misses from a second list of opposites
-(possible/impossible, top/bottom, ask/answer, ...) that shares no word with the first. The verifier and its
-cross-encoder are trained on near-misses from the first list only, so these test whether they learned
-"an opposite changes the question" or only the words they were shown.
+(possible/impossible, top/bottom, ask/answer, ...) that shares no pair with the first nor with the
+verifier's own hand list (``cache_verifier.HAND_OPPOSITES``). The verifier and its cross-encoder are
+trained on near-misses from the first list only, so these test whether they learned "an opposite
+changes the question" or only the words they were shown.
 
 Deterministic for a seed. ``near_miss_pairs(questions)`` gives at most one pair per question, so
 questions held out by group give held-out near-misses.
@@ -42,7 +43,7 @@ DIRECTIONS = [tuple(p.split("/")) for p in (
     "encrypt/decrypt upload/download uploading/downloading send/receive sending/receiving lend/borrow "
     "teacher/student employer/employee debit/credit").split()]
 _DIRECTION = {a: b for a, b in DIRECTIONS} | {b: a for a, b in DIRECTIONS}
-# Never used for training: no word here is in DIRECTIONS.
+# Never used for training: no word here is in DIRECTIONS, no pair in the verifier's HAND_OPPOSITES.
 UNSEEN_DIRECTIONS = [tuple(p.split("/")) for p in (
     "possible/impossible allowed/banned allow/forbid ask/answer asked/answered top/bottom give/take gave/took "
     "given/taken always/never push/pull enter/exit arrive/leave arrival/departure accept/reject "
@@ -53,10 +54,10 @@ UNSEEN_DIRECTIONS = [tuple(p.split("/")) for p in (
     "attack/defend offense/defense friend/enemy friends/enemies strength/weakness strengths/weaknesses "
     "remember/forget appear/disappear visible/invisible honest/dishonest ethical/unethical healthy/unhealthy "
     "normal/abnormal common/rare natural/artificial mental/physical internal/external front/back "
-    "forward/backward parent/child parents/children king/queen brother/sister uncle/aunt sunrise/sunset "
-    "birth/death alive/dead war/peace ancient/modern past/future beginning/end beginner/expert "
-    "amateur/professional full/empty wet/dry clean/dirty optimistic/pessimistic introvert/extrovert "
-    "introverts/extroverts capitalism/socialism profit/loss profits/losses assets/liabilities supply/demand "
+    "forward/backward parent/child parents/children king/queen uncle/aunt sunrise/sunset "
+    "birth/death alive/dead war/peace ancient/modern beginning/end beginner/expert "
+    "amateur/professional full/empty wet/dry clean/dirty optimistic/pessimistic "
+    "capitalism/socialism profit/loss profits/losses assets/liabilities supply/demand "
     "vertical/horizontal odd/even rural/urban domestic/foreign local/global majority/minority "
     "freezing/boiling inflation/deflation").split()]
 _UNSEEN_DIRECTION = {a: b for a, b in UNSEEN_DIRECTIONS} | {b: a for a, b in UNSEEN_DIRECTIONS}

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 from near_miss_pairs import entity_pool, near_miss_pairs  # noqa: E402
 
+from localllm.file_digest import sha256_of_file  # noqa: E402
 from localllm.store.antonym_lexicon import LEXICON_FILE, load_lexicon  # noqa: E402
-from localllm.store.cache_cross_encoder import file_sha256  # noqa: E402
 from localllm.store.cache_verifier import (  # noqa: E402
     ASSET,
     FORMAT_VERSION,
@@ -366,7 +366,7 @@ def main() -> None:
         "model": "gradient-boosted trees (sklearn HistGradientBoostingClassifier, monotonic constraints), padded "
                  "to complete binary trees; log-odds = init + one leaf value per tree; right iff value > threshold",
         "feature_names": VERIFIER_FEATURES,
-        "cross_encoder": {"file": shipped_model.name, "sha256": file_sha256(shipped_model),
+        "cross_encoder": {"file": shipped_model.name, "sha256": sha256_of_file(shipped_model),
                           "size_bytes": shipped_model.stat().st_size,
                           "base": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), fine-tuned by "
                                   "bench/train_cache_cross_encoder.py, int8 ONNX",

@@ -20,22 +20,14 @@ score (by up to 0.4 in log-odds), and a candidate's score must not depend on its
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from localllm.file_digest import sha256_of_file
 from localllm.store.embedder import TOKENIZER_FILE
 
 MAX_PAIR_TOKENS = 128  # two questions; longer pairs are cut from the longer one's end
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class PairCrossEncoder:
@@ -49,7 +41,7 @@ class PairCrossEncoder:
 
         if not model_file.is_file():
             raise ValueError(f"the cache's cross-encoder {model_file} is missing: reinstall localllm")
-        if sha256 is not None and file_sha256(model_file) != sha256:
+        if sha256 is not None and sha256_of_file(model_file) != sha256:
             raise ValueError(f"the cache's cross-encoder {model_file} does not match its sha256 (a partial copy or "
                              "another model): reinstall localllm, or retrain with bench/train_cache_verifier.py")
         options = onnxruntime.SessionOptions()

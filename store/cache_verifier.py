@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localllm.store.antonym_lexicon import load_lexicon
+from localllm.store.antonym_lexicon import AntonymLexicon, load_lexicon
 from localllm.store.cache_cross_encoder import PairCrossEncoder
 
 ASSET = Path(__file__).parent / "assets" / "cache_verifier.json"
@@ -84,12 +84,12 @@ COMPARATIVES = frozenset("more most less least better best worse worst fewer few
                          "safest top".split())
 NOT_SUPERLATIVE = frozenset("interest forest honest request test contest protest digest invest harvest suggest "
                             "west east nest rest chest guest quest arrest manifest pest vest modest".split())
-ANTONYMS = [frozenset(p.split("/")) for p in (
+HAND_OPPOSITES = AntonymLexicon(tuple(p.split("/")) for p in (
     "buy/sell increase/decrease before/after male/female man/woman men/women boy/girl gay/straight pro/con "
     "advantage/disadvantage good/bad positive/negative rich/poor start/stop begin/end win/lose gain/lose "
     "import/export up/down in/out on/off love/hate like/dislike true/false legal/illegal right/wrong left/right "
     "past/future old/new young/old hot/cold black/white north/south east/west mother/father husband/wife "
-    "son/daughter brother/sister introvert/extrovert online/offline android/iphone mac/windows").split()]
+    "son/daughter brother/sister introvert/extrovert online/offline android/iphone mac/windows").split())
 PERSONS = {"i": "1", "me": "1", "my": "1", "we": "1", "us": "1", "our": "1", "you": "2", "your": "2", "he": "3",
            "him": "3", "his": "3", "she": "3", "her": "3", "they": "3", "them": "3", "their": "3"}
 MODALS = frozenset("can could should would will shall may might must".split())
@@ -165,21 +165,13 @@ def _differs(a, b) -> float:
     return float(a != b)
 
 
-def _antonym_split(a: Question, b: Question) -> float:
-    only_a, only_b = set(a.stems) - set(b.stems), set(b.stems) - set(a.stems)
-    return float(any(pair & only_a and pair & only_b for pair in ANTONYMS))
-
-
-def _lexicon_antonym_split(a: Question, b: Question) -> float:
-    return float(load_lexicon().split(set(a.stems) - set(b.stems), set(b.stems) - set(a.stems)))
-
-
 def pair_features(cached: str | Question, new: str | Question, cosine: float) -> list[float]:
     """The feature vector of one pair, in the order of FEATURE_NAMES. Symmetric in the two questions:
     either may be the one cached, so the score must not depend on which."""
     a = cached if isinstance(cached, Question) else _question(cached)
     b = new if isinstance(new, Question) else _question(new)
     only_a, only_b = a.content - b.content, b.content - a.content
+    stems_only_a, stems_only_b = set(a.stems) - set(b.stems), set(b.stems) - set(a.stems)
     unmatched = sorted((len(only_a), len(only_b)))
     longest_unmatched = max((len(w) for w in only_a | only_b), default=0)
     entity_miss = len({e for e in a.entities if _stem(e) not in b.stems and e not in b.words}) \
@@ -207,10 +199,10 @@ def pair_features(cached: str | Question, new: str | Question, cosine: float) ->
         _differs(a.comparatives, b.comparatives),
         _differs(a.persons, b.persons),
         _differs(a.modals, b.modals),
-        _antonym_split(a, b),
+        float(HAND_OPPOSITES.split(stems_only_a, stems_only_b)),
         float(a.content == b.content and a.stems != b.stems and sorted(a.stems) == sorted(b.stems)),
         float(abs(a.question_marks - b.question_marks)),
-        _lexicon_antonym_split(a, b),
+        float(load_lexicon().split(stems_only_a, stems_only_b)),
     ]
 
 

@@ -36,11 +36,12 @@ from localllm.daemon.http.request_context import context_from_headers
 from localllm.daemon.http.security import TOKEN_NAMESPACE
 from localllm.daemon.models.catalog import entry_for_filename
 from localllm.daemon.models.gguf_info import read_gguf_info
-from localllm.daemon.models.model_files import ModelFiles, sha256_of_file
+from localllm.daemon.models.model_files import ModelFiles
 from localllm.daemon.models.pull_sources import plan_pull
 from localllm.daemon.models.puller import pull
 from localllm.daemon.requests import ChatCompletionRequest, parse_request
 from localllm.errors import InvalidRequest, LocalLLMError, ModelNotFound
+from localllm.file_digest import sha256_of_file
 from localllm.store.embedder import MODEL_ID
 from localllm.vocabulary import AnswerText, RequestContext, TextDelta, ToolCall
 

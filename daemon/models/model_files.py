@@ -18,6 +18,7 @@ from pathlib import Path
 
 from localllm.daemon.models.catalog import catalog_entry, entry_for_filename
 from localllm.errors import ModelNotFound, UnsafeModelName
+from localllm.file_digest import sha256_of_file
 from localllm.paths import ensure_private_dir
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ _SEPARATOR_LOOKALIKES = frozenset("\u2044\u2215\u2216\u29f5\u29f8\u29f9\u2571\u2
 _WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
 _WINDOWS_DEVICE_NAMES = frozenset(
     ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)])
-_HASH_CHUNK = 1 << 20
 
 
 def _unsafe(name: str, why: str) -> UnsafeModelName:
@@ -86,14 +86,6 @@ def safe_model_filename(name: str) -> str:
     if len(normalised.encode("utf-8")) > MAX_NAME_BYTES:
         raise _unsafe(name[:40] + "...", f"it is longer than {MAX_NAME_BYTES} bytes")
     return normalised
-
-
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from localllm.daemon.models import http_download
 from localllm.daemon.models.catalog import ChunkedWheelSource, UrlSource, WheelSource
 from localllm.daemon.models.gguf_info import GGUF_MAGIC, InvalidGGUF, read_gguf_info
 from localllm.daemon.models.http_download import OFFLINE_HINT, NotGGUF, ProgressCallback, display_url
-from localllm.daemon.models.model_files import ModelFiles, sha256_of_file
+from localllm.daemon.models.model_files import ModelFiles
 from localllm.daemon.models.pull_sources import LocalFileSource, PullPlan, plan_pull
 from localllm.errors import ChecksumMismatch, ModelPullError
+from localllm.file_digest import sha256_of_file
 
 log = logging.getLogger(__name__)
 

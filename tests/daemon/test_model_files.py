@@ -8,8 +8,9 @@ import pytest
 
 from localllm.config import DEFAULT_MODEL
 from localllm.daemon.models.catalog import CATALOG
-from localllm.daemon.models.model_files import ModelFiles, safe_model_filename, sha256_of_file
+from localllm.daemon.models.model_files import ModelFiles, safe_model_filename
 from localllm.errors import ModelNotFound, UnsafeModelName
+from localllm.file_digest import sha256_of_file
 
 DEFAULT_FILENAME = CATALOG[DEFAULT_MODEL].filename
 

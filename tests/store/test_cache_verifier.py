@@ -15,8 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
+from localllm.file_digest import sha256_of_file
 from localllm.store.antonym_lexicon import LEXICON_FILE, AntonymLexicon, load_lexicon
-from localllm.store.cache_cross_encoder import file_sha256
 from localllm.store.cache_verifier import (
     ASSET,
     FEATURE_NAMES,
@@ -94,7 +94,7 @@ DECISIVE = [
     # Opposites the hand list lacks, from WordNet (store/assets/antonyms.tsv).
     ("Is backward time travel possible?", "Is backward time travel impossible?", "lexicon_antonym_split"),
     ("What is at the top of the ocean?", "What is at the bottom of the ocean?", "lexicon_antonym_split"),
-    ("Why is it good to be an introvert?", "Why is it good to be an extrovert?", "lexicon_antonym_split"),
+    ("Is it healthy to skip breakfast?", "Is it unhealthy to skip breakfast?", "lexicon_antonym_split"),
 ]
 
 
@@ -182,7 +182,7 @@ def test_shipped_json_matches_the_code():
     assert spec["format_version"] == FORMAT_VERSION
     assert spec["feature_names"] == FEATURE_NAMES + ["cross_encoder_logit"] == VERIFIER_FEATURES
     model = ASSET.parent / spec["cross_encoder"]["file"]
-    assert file_sha256(model) == spec["cross_encoder"]["sha256"]
+    assert sha256_of_file(model) == spec["cross_encoder"]["sha256"]
     assert model.stat().st_size == spec["cross_encoder"]["size_bytes"] <= 30 * 2**20  # issue 20: at most 30 MB
     assert {p["max_wrong_hit_share"] for p in spec["operating_points"]} >= {spec["default_wrong_hit_share"]}
     assert all(0.0 < p["threshold"] < 1.0 for p in spec["operating_points"])
@@ -237,7 +237,7 @@ def test_a_different_opposites_list_is_refused_with_a_way_out(tmp_path):
     with pytest.raises(ValueError, match="antonyms.tsv.*reinstall localllm, or retrain"):
         DuplicateVerifier(spec)
     with pytest.raises(ValueError, match="cannot be read.*reinstall localllm"):
-        AntonymLexicon(tmp_path / LEXICON_FILE.name)
+        AntonymLexicon.from_file(tmp_path / LEXICON_FILE.name)
 
 
 CANDIDATE_SETS = [
