@@ -39,7 +39,7 @@ async def test_repeat_is_a_hit_with_the_same_answer(make_client):
     assert again.usage.completion_tokens == first.usage.completion_tokens
 
 
-async def test_paraphrase_hits_but_a_different_number_does_not(make_client):
+async def test_paraphrase_hits_but_a_different_number_or_an_opposite_does_not(make_client):
     client = sdk(await make_client())
     await chat(client, "What is the best way to learn guitar?")
     headers, _ = await chat(client, "What is the best way to learn the guitar?")
@@ -48,6 +48,9 @@ async def test_paraphrase_hits_but_a_different_number_does_not(make_client):
     await chat(client, "What is 12 times 7?")
     headers, _ = await chat(client, "What is 12 times 8?")
     assert headers["X-LocalLLM-Cache"] == "rejected"  # close, but the verifier saw the number
+    await chat(client, "Is backward time travel possible?")
+    headers, _ = await chat(client, "Is backward time travel impossible?")
+    assert headers["X-LocalLLM-Cache"] == "rejected"  # WordNet's opposites (store/assets/antonyms.tsv)
 
 
 async def test_a_paraphrase_in_other_words_hits(make_client):
